@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class NotificationsConfig(AppConfig):
+    name = "notifications"
+    verbose_name = "drf-live notifications"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .receivers import connect
+        from .registry import site
+
+        # Each installed app's notifications.py registers its models.
+        autodiscover_modules("notifications", register_to=site)
+        connect(site)

@@ -1,0 +1,63 @@
+"""drf-live's settings: the ``DRF_LIVE`` dict, read lazily so ``override_settings`` works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # Seconds a socket may stay unauthenticated before it is closed with 4001.
+    "AUTH_TIMEOUT": 10.0,
+    # Let sockets without credentials subscribe; the REST API's rules for an
+    # anonymous user then decide what they see.
+    "ALLOW_ANONYMOUS": False,
+    # The DRF authentication class whose authenticate_credentials() checks API
+    # tokens, for the Authorization header and the authenticate frame.
+    "TOKEN_AUTHENTICATION": "rest_framework.authentication.TokenAuthentication",
+    # Where seq counters, epochs and the event history live: None picks Redis
+    # when the default channel layer is channels_redis (its first host), and
+    # process memory otherwise. Or a "redis://" URL, or "memory".
+    "STORE_URL": None,
+    # Prefix of every group name and Redis key drf-live writes.
+    "PREFIX": "drf-live",
+    # Events kept per target for recovery, and for how long (seconds).
+    "HISTORY_LENGTH": 1000,
+    "HISTORY_TTL": 3600,
+    # Events waiting in one process's publisher before new ones are dropped
+    # (and the epoch rotated, so no client is told it recovered).
+    "PUBLISH_QUEUE_LIMIT": 10000,
+}
+
+
+class LiveSettings:
+    """Attribute access to ``settings.DRF_LIVE`` merged over ``DEFAULTS``."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown drf-live setting: {name!r}")
+        if name not in self._cache:
+            user = getattr(settings, "DRF_LIVE", {}) or {}
+            self._cache[name] = user.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+live_settings = LiveSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"DRF_LIVE", "CHANNEL_LAYERS"}:
+        from .streams import reset_store
+
+        live_settings.reload()
+        reset_store()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,54 @@
+"""Wire frames: Flux Standard Actions, encoded once with orjson."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
+
+ErrorCode = Literal[
+    "parse_error",
+    "invalid",
+    "unknown_action",
+    "not_found",
+    "not_authenticated",
+    "throttled",
+    "limit_exceeded",
+    "unavailable",
+]
+
+ERROR_DETAILS: dict[str, str] = {
+    "parse_error": "Send one JSON object per text frame.",
+    "invalid": "Some fields are missing or have the wrong type.",
+    "unknown_action": "Unknown action: use subscribe, unsubscribe, authenticate or ping.",
+    "not_found": "No such object.",
+    "not_authenticated": "Authenticate first: send a token header, a session cookie or an authenticate frame.",
+    "throttled": "Too many requests: slow down.",
+    "limit_exceeded": "A limit of this socket was reached.",
+    "unavailable": "The server cannot serve this request right now; try again shortly.",
+}
+
+
+class Frame(TypedDict):
+    type: str
+    payload: Any
+    meta: dict[str, Any]
+    error: NotRequired[bool]
+
+
+def encode(frame: Frame | dict[str, Any]) -> str:
+    return orjson.dumps(frame).decode()
+
+
+def reply(type_: str, payload: Any, request_id: Any = None, **meta: Any) -> Frame:
+    """A reply to a request: its ``meta`` echoes ``request_id`` when one was sent."""
+    if request_id is not None:
+        meta = {"request_id": request_id, **meta}
+    return {"type": type_, "payload": payload, "meta": meta}
+
+
+def error(code: ErrorCode, request_id: Any = None, detail: str | None = None, **extra: Any) -> Frame:
+    payload = {"code": code, "detail": detail or ERROR_DETAILS[code], **extra}
+    frame = reply("ERROR", payload, request_id)
+    frame["error"] = True
+    return frame

@@ -1,0 +1,236 @@
+"""The one bridge from sync code (a ``save()`` after commit) to the async channel layer.
+
+``publish()`` never blocks on Redis or on fan-out: it hands the event to an
+event loop and returns. The loop is the ASGI server's own when the caller runs
+inside it (a request thread of the server, or the loop's own thread), so the
+in-memory channel layer works; otherwise (a management command, a worker) it is
+one publishing thread per process with its own loop. Events are delivered one
+at a time, in the order they were published, so a target's seqs follow that
+order. A failure is logged and counted, never raised to the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import SyncToAsync
+from channels.layers import get_channel_layer
+
+from .conf import live_settings
+from .frames import encode
+from .streams import get_store
+from .targets import Target, group_name
+
+logger = logging.getLogger("notifications.publisher")
+
+
+@dataclass
+class Delivery:
+    """One event for one target: a frame per audience, ``seq`` filled in on delivery."""
+
+    target: Target
+    type: str
+    payloads: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Stats:
+    """Counters a deployment can export; read them with ``publisher.stats``."""
+
+    published: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+
+
+Job = Callable[[], Awaitable[None]]
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.stats = Stats()
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue] = weakref.WeakKeyDictionary()
+        self._home: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    # Choosing the loop ----------------------------------------------------
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Remember the ASGI server's loop (called when a socket connects)."""
+        self._home = weakref.ref(loop)
+
+    def _target_loop(self) -> asyncio.AbstractEventLoop:
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) == os.getpid():
+            loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+            if loop is not None and loop.is_running():
+                return loop
+        home = self._home() if self._home is not None else None
+        if home is not None and home.is_running():
+            return home
+        return self._own_loop()
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._thread_loop is None or self._thread_loop.is_closed():
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="drf-live-publisher", daemon=True)
+                thread.start()
+                self._thread_loop = loop
+            return self._thread_loop
+
+    # Submitting -------------------------------------------------------------
+
+    def publish(self, deliveries: list[Delivery]) -> None:
+        """Send ``deliveries`` in order, from any thread; returns at once."""
+        if deliveries:
+            self.stats.published += 1
+            self.submit(lambda: self._deliver(deliveries))
+
+    def submit(self, job: Job) -> None:
+        """Run ``job`` on the publishing loop after every job submitted before it."""
+        loop = self._target_loop()
+        try:
+            if _running_in(loop):
+                self._enqueue(loop, job)
+            else:
+                loop.call_soon_threadsafe(self._enqueue, loop, job)
+        except RuntimeError:  # The loop closed under us: fall back to our own.
+            loop = self._own_loop()
+            loop.call_soon_threadsafe(self._enqueue, loop, job)
+
+    def _enqueue(self, loop: asyncio.AbstractEventLoop, job: Job) -> None:
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _LoopQueue(self)
+        queue.put(job)
+
+    async def drain(self) -> None:
+        """Wait until the current loop has delivered everything submitted to it."""
+        queue = self._queues.get(asyncio.get_running_loop())
+        if queue is not None:
+            await queue.idle()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """From sync code: wait until the publishing thread has delivered everything."""
+        loop = self._thread_loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return True
+        future = asyncio.run_coroutine_threadsafe(self.drain(), loop)
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # Delivering -------------------------------------------------------------
+
+    async def _deliver(self, deliveries: list[Delivery]) -> None:
+        store = get_store()
+        layer = get_channel_layer()
+        for delivery in deliveries:
+            try:
+                position = await store.next(delivery.target.stream)
+                frames = {
+                    audience: encode(
+                        {
+                            "type": delivery.type,
+                            "payload": payload,
+                            "meta": {**delivery.target.meta(), **delivery.meta, "seq": position.seq},
+                        }
+                    )
+                    for audience, payload in delivery.payloads.items()
+                }
+                await store.record(delivery.target.stream, position.seq, frames)
+                if layer is not None:
+                    for audience, text in frames.items():
+                        await layer.group_send(
+                            group_name(delivery.target, audience),
+                            {
+                                "type": "drf_live.event",
+                                "stream": delivery.target.stream,
+                                "seq": position.seq,
+                                "text": text,
+                            },
+                        )
+                self.stats.delivered += 1
+            except Exception:
+                self.stats.failed += 1
+                store.mark_lost()
+                logger.exception("Could not publish %s for %s", delivery.type, delivery.target.stream)
+
+    async def send_to_group(self, group: str, message: dict[str, Any]) -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            self.stats.failed += 1
+            logger.exception("Could not send %s to %s", message.get("type"), group)
+
+
+class _LoopQueue:
+    """Jobs for one loop, run one at a time by a task that exists only while there is work."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.jobs: deque[Job] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        self.done.set()
+
+    def put(self, job: Job) -> None:
+        if len(self.jobs) >= live_settings.PUBLISH_QUEUE_LIMIT:
+            self.publisher.stats.dropped += 1
+            get_store().mark_lost()
+            logger.error("Publish queue full (%d jobs): dropping an event", len(self.jobs))
+            return
+        self.jobs.append(job)
+        if self.task is None or self.task.done():
+            self.done.clear()
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.jobs:
+                job = self.jobs.popleft()
+                try:
+                    await job()
+                except Exception:
+                    logger.exception("A drf-live publishing job failed")
+        finally:
+            self.done.set()
+
+    async def idle(self) -> None:
+        await self.done.wait()
+
+
+def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+publisher = Publisher()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A management command that saved objects exits right after: deliver first.
+    publisher.flush(timeout=5.0)

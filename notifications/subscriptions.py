@@ -1,0 +1,125 @@
+"""The DRF serializers that validate what a socket asks to (un)subscribe to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from .registry import Registry, site
+from .targets import Target, group_name
+
+NOT_FOUND = "not_found"
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF's ``CharField`` would take ``5`` as ``"5"``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer, not a string or a boolean."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class TargetSerializer(serializers.Serializer):
+    """A target: a registered model label plus an ``id`` or a ``filter``.
+
+    Needs ``context["registry"]``. Every way of naming nothing this socket may
+    see (unknown model, bad hashid, missing object, forbidden object) fails
+    with the single code ``not_found``, so nothing can be enumerated.
+    """
+
+    model = StrictCharField(max_length=100)
+    id = StrictCharField(max_length=100, required=False)
+    filter = serializers.DictField(child=StrictCharField(max_length=100), required=False, allow_empty=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("id" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError(
+                {"id": "Give either an id or a filter.", "filter": "Give either an id or a filter."}
+            )
+        registry: Registry = self.context.get("registry", site)
+        registration = registry.get_by_label(attrs["model"])
+        if registration is None:
+            raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+        attrs["registration"] = registration
+        if "filter" in attrs:
+            unknown = sorted(set(attrs["filter"]) - set(registration.filter_fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {"filter": f"Not a filter of {registration.label}: {', '.join(unknown)}."}
+                )
+            attrs["target"] = Target.collection(registration.label, attrs["filter"])
+        else:
+            attrs["target"] = Target(registration.label, id=attrs["id"])
+        return attrs
+
+
+class SubscriptionSerializer(TargetSerializer):
+    """A subscribe request; valid only if the socket's user may see the target.
+
+    Needs ``context["user"]``; on success ``validated_data`` holds the
+    registration, the target, the visible ``instance``, the user's
+    ``audience`` and the ``group`` to join.
+    """
+
+    since = StrictIntegerField(min_value=0, required=False)
+    epoch = StrictCharField(max_length=100, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
+        if ("since" in attrs) != ("epoch" in attrs):
+            raise serializers.ValidationError(
+                {"since": "Send since and epoch together.", "epoch": "Send since and epoch together."}
+            )
+        registration = attrs["registration"]
+        user = self.context["user"]
+        host = self.context.get("host")
+        target: Target = attrs["target"]
+        if target.is_collection:
+            found = registration.get_visible_collection(user, dict(attrs["filter"]), host=host)
+            if found is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["instance"] = found
+            attrs["audience"] = registration.get_collection_audience(user, dict(attrs["filter"]))
+        else:
+            pk = registration.decode_id(attrs["id"])
+            instance = registration.get_visible(user, pk, host=host) if pk is not None else None
+            if instance is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["instance"] = instance
+            attrs["audience"] = registration.get_audience(user, instance)
+        attrs["group"] = group_name(target, attrs["audience"])
+        return attrs
+
+    def get_group_name(self) -> str:
+        """The group of this subscription (after ``is_valid()``), as in the OddBird pattern."""
+        if not hasattr(self, "_validated_data"):
+            raise AssertionError("You must call `.is_valid()` before calling `.get_group_name()`.")
+        return self.validated_data["group"]
+
+
+def error_code(errors: Any) -> tuple[str, list[str]]:
+    """The wire error for a serializer's ``errors``: ``not_found``, or ``invalid`` and its fields."""
+    codes = _codes(errors)
+    if NOT_FOUND in codes:
+        return NOT_FOUND, []
+    fields = sorted(name for name in errors if name != serializers.api_settings.NON_FIELD_ERRORS_KEY)
+    return "invalid", fields
+
+
+def _codes(errors: Any) -> set[str]:
+    if isinstance(errors, dict):
+        return set().union(*(_codes(value) for value in errors.values())) if errors else set()
+    if isinstance(errors, list):
+        return set().union(*(_codes(value) for value in errors)) if errors else set()
+    return {getattr(errors, "code", "")}

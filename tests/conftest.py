@@ -1,0 +1,62 @@
+"""Fixtures shared by the whole suite: demo-domain factories and a clean event store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rest_framework.authtoken.models import Token
+
+from notifications.streams import reset_store
+
+
+@pytest.fixture(autouse=True)
+def fresh_store() -> Iterator[None]:
+    """Every test starts with empty seq counters and history (the in-memory store)."""
+    reset_store()
+    yield
+    reset_store()
+
+
+@pytest.fixture
+def make_user(db: Any) -> Any:
+    from api.models import User
+
+    def make(username: str, **extra: Any) -> User:
+        user = User.objects.create_user(
+            username=username, password="pw", email=f"{username}@example.com", **extra
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def token_for(db: Any) -> Any:
+    def key(user: Any) -> str:
+        return Token.objects.get_or_create(user=user)[0].key
+
+    return key
+
+
+@pytest.fixture
+def domain(make_user: Any) -> dict[str, Any]:
+    """alice owns "Website" (bob is a member) with one task; carol owns "Secret"."""
+    from api.models import Project, Task
+
+    alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
+    website = Project.objects.create(name="Website", owner=alice)
+    website.members.add(bob)
+    secret = Project.objects.create(name="Secret", owner=carol)
+    task = Task.objects.create(project=website, title="Write docs")
+    hidden = Task.objects.create(project=secret, title="Hidden")
+    return {
+        "alice": alice,
+        "bob": bob,
+        "carol": carol,
+        "website": website,
+        "secret": secret,
+        "task": task,
+        "hidden": hidden,
+    }
