@@ -33,3 +33,5 @@ class ProjectRegistration(notifications.Registration):
 @notifications.register(Task)
 class TaskRegistration(notifications.Registration):
     viewset = TaskViewSet
+    # {"filter": {"project": "<id>"}}: the tasks of one project, visible to whoever sees it.
+    filter_fields = ["project"]

@@ -30,9 +30,11 @@ class LiveModel(models.Model):
             return
         adding = self._state.adding
         changed = registration.get_tracked_fields() if adding else registration.changed_fields(self)
+        previous = None if adding else registration.previous_filter_values(self)
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not adding:
             changed = [name for name in changed if name in set(update_fields)]
         super().save(*args, **kwargs)
         if adding or changed:
-            outbox.record(registration, self, "create" if adding else "update", changed, using=self._state.db)
+            kind = "create" if adding else "update"
+            outbox.record(registration, self, kind, changed, previous=previous, using=self._state.db)

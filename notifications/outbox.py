@@ -32,9 +32,17 @@ class Change:
     wire_id: str
     kind: str | None  # "create", "update", "delete", or None when created then deleted
     changed: list[str] = field(default_factory=list)
+    previous: dict[str, str | None] | None = None
     published: bool = False
 
-    def merge(self, kind: str, instance: models.Model | None, changed: list[str]) -> None:
+    def merge(
+        self, kind: str, instance: models.Model | None, changed: list[str], previous: dict[str, str | None] | None
+    ) -> None:
+        # The filter values the object had when the transaction began are the
+        # ones its collections' subscribers last saw.
+        for name, value in (previous or {}).items():
+            self.previous = self.previous or {}
+            self.previous.setdefault(name, value)
         if kind == "delete":
             self.kind = None if self.kind == "create" else "delete"
         elif self.kind is None or self.kind == "delete":
@@ -47,7 +55,9 @@ class Change:
         if self.published or self.kind is None:
             return
         self.published = True
-        publisher.publish(self.registration.get_deliveries(self.instance, self.wire_id, self.kind, self.changed))
+        publisher.publish(
+            self.registration.get_deliveries(self.instance, self.wire_id, self.kind, self.changed, self.previous)
+        )
 
 
 def record(
@@ -57,6 +67,7 @@ def record(
     changed: list[str],
     *,
     wire_id: str | None = None,
+    previous: dict[str, str | None] | None = None,
     using: str | None = None,
 ) -> None:
     """Publish ``kind`` for ``instance`` when the current transaction commits."""
@@ -64,7 +75,7 @@ def record(
     wire_id = wire_id if wire_id is not None else registration.wire_id(instance)
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        _publish_safely(Change(registration, instance, wire_id, kind, list(changed)))
+        _publish_safely(Change(registration, instance, wire_id, kind, list(changed), previous))
         return
     pending: dict[tuple[str, str], Change] = connection.__dict__.setdefault("_drf_live_pending", {})
     if not connection.run_on_commit:
@@ -74,9 +85,9 @@ def record(
     key = (registration.label, wire_id)
     change = pending.get(key)
     if change is None or change.published:
-        change = pending[key] = Change(registration, instance, wire_id, kind, list(changed))
+        change = pending[key] = Change(registration, instance, wire_id, kind, list(changed), previous)
     else:
-        change.merge(kind, instance, changed)
+        change.merge(kind, instance, changed, previous)
     # One callback per write, all bound to the same Change: the first that
     # survives (its savepoint was not rolled back) publishes the merged change.
     transaction.on_commit(partial(_on_commit, pending, key, change), using=using)

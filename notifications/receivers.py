@@ -35,7 +35,7 @@ def _deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
 
     registration = site.get_for(sender)
     if registration is not None:
-        outbox.record(registration, None, "delete", [], wire_id=registration.wire_id(instance), using=using)
+        outbox.record(registration, instance, "delete", [], using=using)
 
 
 def _m2m_changed(

@@ -40,6 +40,8 @@ class Registration:
     m2m_fields: Sequence[str] = ()
     #: Event type names by kind; missing kinds default to ``UPDATE_<MODEL>`` and so on.
     event_types: dict[str, str] = {}
+    #: Foreign keys a collection may be filtered on, as in ``{"project": "<id>"}``.
+    filter_fields: Sequence[str] = ()
     #: The audiences a push is serialized for; see ``get_audience``.
     audiences: Sequence[str] = ("all",)
 
@@ -92,21 +94,124 @@ class Registration:
         return [name for name in getattr(instance, tracker.name).changed() if name in tracked]
 
     def get_deliveries(
-        self, instance: models.Model | None, wire_id: str, kind: str, changed: list[str]
+        self,
+        instance: models.Model | None,
+        wire_id: str,
+        kind: str,
+        changed: list[str],
+        previous: dict[str, str | None] | None = None,
     ) -> list[Delivery]:
         """What one committed change sends, to which targets; called once per change.
 
-        An update or a delete goes to the object's subscribers. Payloads are
-        serialized here, once per audience, never once per subscriber.
+        An update or a delete goes to the object's subscribers; a create, an
+        update or a delete also goes to the collections the object enters,
+        stays in or leaves (``previous`` holds its filter values before the
+        transaction). Payloads are serialized here, once per audience, never
+        once per subscriber.
         """
         target = Target(self.label, id=wire_id)
+        before = self._collections({**self.filter_values(instance), **(previous or {})}) if instance is not None else []
         if kind == "delete":
-            payloads = {audience: {"id": wire_id} for audience in self.audiences}
-            return [Delivery(target, self.get_event_type("delete"), payloads)]
-        if kind == "update" and instance is not None:
-            payloads = self.serialize_audiences(instance)
-            return [Delivery(target, self.get_event_type("update"), payloads, {"changed": list(changed)})]
-        return []
+            gone = {audience: {"id": wire_id} for audience in self.audiences}
+            delete_type = self.get_event_type("delete")
+            return [Delivery(target, delete_type, gone)] + [
+                Delivery(Target.collection(self.label, filter), delete_type, gone, {"id": wire_id}) for filter in before
+            ]
+        if instance is None:
+            return []
+        payloads = self.serialize_audiences(instance)
+        deliveries = []
+        if kind == "update":
+            deliveries.append(Delivery(target, self.get_event_type("update"), payloads, {"changed": list(changed)}))
+        else:
+            before = []
+        after = self._collections(self.filter_values(instance))
+        gone = {audience: {"id": wire_id} for audience in self.audiences}
+        for filter in before:
+            if filter not in after:
+                deliveries.append(
+                    Delivery(Target.collection(self.label, filter), self.get_event_type("delete"), gone, {"id": wire_id})
+                )
+        for filter in after:
+            if filter in before:
+                meta = {"id": wire_id, "changed": list(changed)}
+                deliveries.append(Delivery(Target.collection(self.label, filter), self.get_event_type("update"), payloads, meta))
+            else:
+                deliveries.append(
+                    Delivery(Target.collection(self.label, filter), self.get_event_type("create"), payloads, {"id": wire_id})
+                )
+        return deliveries
+
+    # Collections ----------------------------------------------------------
+
+    def filter_values(self, instance: models.Model | None) -> dict[str, str | None]:
+        """The wire id of each filter field's related object (None when unset)."""
+        if instance is None:
+            return {}
+        return {
+            name: self._wire_value(name, getattr(instance, self.model._meta.get_field(name).attname))
+            for name in self.filter_fields
+        }
+
+    def previous_filter_values(self, instance: models.Model) -> dict[str, str | None]:
+        """The filter values ``instance`` had when it was loaded, for the fields changed since."""
+        tracker = self.get_tracker()
+        if tracker is None or not self.filter_fields:
+            return {}
+        instance_tracker = getattr(instance, tracker.name)
+        return {
+            name: self._wire_value(name, instance_tracker.previous(name))
+            for name in self.filter_fields
+            if name in tracker.fields and instance_tracker.has_changed(name)
+        }
+
+    def _wire_value(self, name: str, raw: Any) -> str | None:
+        if raw is None:
+            return None
+        if isinstance(raw, models.Model):
+            raw = raw.pk
+        related = self.registry.get_for(self.model._meta.get_field(name).related_model)
+        return related.wire_id(raw) if related is not None else str(raw)
+
+    def _collections(self, values: dict[str, str | None]) -> list[dict[str, str]]:
+        """Every filter (one per non-empty set of filter fields) whose collection holds these values."""
+        names = sorted(name for name, value in values.items() if value is not None)
+        filters = []
+        for mask in range(1, 1 << len(names)):
+            filters.append({name: str(values[name]) for bit, name in enumerate(names) if mask & (1 << bit)})
+        return filters
+
+    def get_visible_collection(self, user: Any, filter: dict[str, str], *, host: str | None = None) -> Any | None:
+        """The queryset of the collection ``filter`` if ``user`` may see it, else None.
+
+        A collection is visible when the user may ``GET`` each object its filter
+        names (by that model's own registration) and may list this model.
+        """
+        lookups: dict[str, Any] = {}
+        for name, value in filter.items():
+            related = self.registry.get_for(self.model._meta.get_field(name).related_model)
+            if related is None:
+                return None
+            pk = related.decode_id(value)
+            if pk is None or related.get_visible(user, pk, host=host) is None:
+                return None
+            lookups[name] = pk
+        view = self.get_view(user, action="list", host=host)
+        if not self.has_permission(view):
+            return None
+        return view.filter_queryset(view.get_queryset()).filter(**lookups)
+
+    def serialize_collection(self, user: Any, filter: dict[str, str], *, host: str | None = None) -> Any:
+        """What ``GET`` of the list, filtered by ``filter``, returns to ``user``."""
+        queryset = self.get_visible_collection(user, filter, host=host)
+        if queryset is None:
+            return None
+        view = self.get_view(user, action="list", host=host)
+        return view.get_serializer(queryset, many=True).data
+
+    def get_collection_audience(self, user: Any, filter: dict[str, str]) -> str:
+        """The audience a collection subscriber belongs to (the first, by default)."""
+        return self.audiences[0]
 
     # Identity -----------------------------------------------------------
 
