@@ -24,6 +24,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		npm ci --silent --no-audit --no-fund && node --test tests/js/; \
+	elif [ -n "$$CI" ]; then \
+		echo "Node.js 20 and npm are required in CI for the JS tests." >&2; exit 1; \
+	else \
+		echo "Skipping the JS tests: install Node.js 20 and npm to run them."; \
+	fi
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* .pytest_cache test-output
+	rm -rf $(VENV) node_modules db.sqlite3* .test-db.sqlite3* .pytest_cache test-output
