@@ -28,10 +28,14 @@ class UserRegistration(notifications.Registration):
 class ProjectRegistration(notifications.Registration):
     viewset = ProjectViewSet
     m2m_fields = ["members"]
+    # Owner and members see a project (and its tasks, and each other).
+    access_fields = ["owner", "members"]
 
 
 @notifications.register(Task)
 class TaskRegistration(notifications.Registration):
     viewset = TaskViewSet
+    # A task is visible to whoever sees its project: moving it may hide it.
+    access_fields = ["project"]
     # {"filter": {"project": "<id>"}}: the tasks of one project, visible to whoever sees it.
     filter_fields = ["project"]

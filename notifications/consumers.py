@@ -296,6 +296,27 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         subscription.seq = message["seq"]
         await self.send(text_data=message["text"])
 
+    async def drf_live_recheck(self, message: dict[str, Any]) -> None:
+        """A write may have changed who sees ``stream`` (or, without one, anything)."""
+        stream = message.get("stream")
+        if stream is not None:
+            subscriptions = [self.subscriptions[stream]] if stream in self.subscriptions else []
+        else:
+            subscriptions = list(self.subscriptions.values())
+        if not subscriptions:
+            return
+        for subscription in await self.lost_access(subscriptions):
+            await self.drop(subscription)
+            await self.send_frame(frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked"))
+
+    @database_sync_to_async
+    def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:
+        return [
+            subscription
+            for subscription in subscriptions
+            if not subscription.registration.is_visible(self.user, subscription.target, host=self.host)
+        ]
+
     async def drf_live_close(self, message: dict[str, Any]) -> None:
         """The credentials of this socket were revoked."""
         await self.close(message.get("code", CLOSE_NOT_AUTHENTICATED))

@@ -31,10 +31,13 @@ class LiveModel(models.Model):
         adding = self._state.adding
         changed = registration.get_tracked_fields() if adding else registration.changed_fields(self)
         previous = None if adding else registration.previous_filter_values(self)
+        revoked = [] if adding else registration.revoked_users(self)
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not adding:
             changed = [name for name in changed if name in set(update_fields)]
         super().save(*args, **kwargs)
         if adding or changed:
             kind = "create" if adding else "update"
-            outbox.record(registration, self, kind, changed, previous=previous, using=self._state.db)
+            outbox.record(
+                registration, self, kind, changed, previous=previous, revoked_users=revoked, using=self._state.db
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
@@ -33,6 +34,7 @@ class Change:
     kind: str | None  # "create", "update", "delete", or None when created then deleted
     changed: list[str] = field(default_factory=list)
     previous: dict[str, str | None] | None = None
+    revoked_users: set[Any] = field(default_factory=set)
     published: bool = False
 
     def merge(
@@ -56,7 +58,9 @@ class Change:
             return
         self.published = True
         publisher.publish(
-            self.registration.get_deliveries(self.instance, self.wire_id, self.kind, self.changed, self.previous)
+            self.registration.get_deliveries(
+                self.instance, self.wire_id, self.kind, self.changed, self.previous, self.revoked_users
+            )
         )
 
 
@@ -68,6 +72,7 @@ def record(
     *,
     wire_id: str | None = None,
     previous: dict[str, str | None] | None = None,
+    revoked_users: Iterable[Any] = (),
     using: str | None = None,
 ) -> None:
     """Publish ``kind`` for ``instance`` when the current transaction commits."""
@@ -75,7 +80,7 @@ def record(
     wire_id = wire_id if wire_id is not None else registration.wire_id(instance)
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        _publish_safely(Change(registration, instance, wire_id, kind, list(changed), previous))
+        _publish_safely(Change(registration, instance, wire_id, kind, list(changed), previous, set(revoked_users)))
         return
     pending: dict[tuple[str, str], Change] = connection.__dict__.setdefault("_drf_live_pending", {})
     if not connection.run_on_commit:
@@ -88,6 +93,7 @@ def record(
         change = pending[key] = Change(registration, instance, wire_id, kind, list(changed), previous)
     else:
         change.merge(kind, instance, changed, previous)
+    change.revoked_users.update(revoked_users)
     # One callback per write, all bound to the same Change: the first that
     # survives (its savepoint was not rolled back) publishes the merged change.
     transaction.on_commit(partial(_on_commit, pending, key, change), using=using)

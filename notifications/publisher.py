@@ -44,6 +44,14 @@ class Delivery:
 
 
 @dataclass
+class Recheck:
+    """Ask the sockets in ``groups`` to re-check their access: to ``stream``, or to everything."""
+
+    groups: list[str]
+    stream: str | None = None
+
+
+@dataclass
 class Stats:
     """Counters a deployment can export; read them with ``publisher.stats``."""
 
@@ -95,7 +103,7 @@ class Publisher:
 
     # Submitting -------------------------------------------------------------
 
-    def publish(self, deliveries: list[Delivery]) -> None:
+    def publish(self, deliveries: list[Delivery | Recheck]) -> None:
         """Send ``deliveries`` in order, from any thread; returns at once."""
         if deliveries:
             self.stats.published += 1
@@ -139,10 +147,16 @@ class Publisher:
 
     # Delivering -------------------------------------------------------------
 
-    async def _deliver(self, deliveries: list[Delivery]) -> None:
+    async def _deliver(self, deliveries: list[Delivery | Recheck]) -> None:
         store = get_store()
         layer = get_channel_layer()
         for delivery in deliveries:
+            if isinstance(delivery, Recheck):
+                # Sent before the event that changed access, and a socket handles
+                # its messages in order, so a revoked socket never sees that event.
+                for group in delivery.groups:
+                    await self.send_to_group(group, {"type": "drf_live.recheck", "stream": delivery.stream})
+                continue
             try:
                 position = await store.next(delivery.target.stream)
                 frames = {

@@ -39,39 +39,56 @@ def _deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
 
 
 def _m2m_changed(
-    sender: type, instance: Any, action: str, reverse: bool, model: type, pk_set: set[Any] | None, using: str, **kwargs: Any
+    sender: type,
+    instance: Any,
+    action: str,
+    reverse: bool,
+    model: type,
+    pk_set: set[Any] | None,
+    using: str,
+    **kwargs: Any,
 ) -> None:
     from .registry import site
 
     if action not in {"post_add", "post_remove", "pre_clear", "post_clear"}:
         return
-    if not reverse:
-        if action == "pre_clear":
-            return
-        registration = site.get_for(type(instance))
-        if registration is None:
-            return
-        names = [name for name in registration.m2m_fields if _through(registration, name) is sender]
-        if names:
-            outbox.record(registration, instance, "update", names, using=using)
-        return
-    # Reverse side (user.projects.add(project)): the changed objects are in pk_set.
-    registration = site.get_for(model)
+    registration = site.get_for(model if reverse else type(instance))
     if registration is None:
         return
     names = [name for name in registration.m2m_fields if _through(registration, name) is sender]
+    if not names:
+        return
+    cleared: dict[Any, list[Any]] = instance.__dict__.setdefault("_drf_live_cleared", {})
+    if not reverse:
+        # project.members.remove(user): the project changed; the users in
+        # pk_set (or all of them, for a clear) may have lost access.
+        if action == "pre_clear":
+            cleared[sender] = list(getattr(instance, names[0]).values_list("pk", flat=True))
+            return
+        removed = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
+        revoked = removed if action != "post_add" and _grants_access(registration, names) else []
+        outbox.record(registration, instance, "update", names, revoked_users=revoked, using=using)
+        return
+    # user.projects.remove(project): the projects in pk_set (or all, for a clear) changed.
     manager = registration.model._default_manager.using(using)
     if action == "pre_clear":
-        # The set is about to be emptied: remember which objects it held.
-        held = manager.filter(**{f"{names[0]}": instance}).values_list("pk", flat=True) if names else []
-        instance.__dict__.setdefault("_drf_live_cleared", {})[sender] = list(held)
+        cleared[sender] = list(manager.filter(**{names[0]: instance}).values_list("pk", flat=True))
         return
-    if action == "post_clear":
-        pks = instance.__dict__.get("_drf_live_cleared", {}).pop(sender, [])
-    else:
-        pks = list(pk_set or ())
+    pks = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
+    revoked = [instance.pk] if action != "post_add" and _grants_access(registration, names) else []
     for obj in manager.filter(pk__in=pks):
-        outbox.record(registration, obj, "update", names, using=using)
+        outbox.record(registration, obj, "update", names, revoked_users=revoked, using=using)
+
+
+def _grants_access(registration: Any, names: list[str]) -> bool:
+    """Whether these many-to-many fields hold users who see the object because of them."""
+    from django.contrib.auth import get_user_model
+
+    user_model = get_user_model()
+    return any(
+        name in registration.access_fields and registration.model._meta.get_field(name).related_model is user_model
+        for name in names
+    )
 
 
 def _through(registration: Any, name: str) -> type:

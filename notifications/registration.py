@@ -6,13 +6,14 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
 from django.http import HttpRequest
 from rest_framework.request import Request
 
-from .publisher import Delivery
-from .targets import Target
+from .publisher import Delivery, Recheck
+from .targets import Target, group_name, user_group
 
 if TYPE_CHECKING:
     from rest_framework.viewsets import GenericViewSet
@@ -42,6 +43,10 @@ class Registration:
     event_types: dict[str, str] = {}
     #: Foreign keys a collection may be filtered on, as in ``{"project": "<id>"}``.
     filter_fields: Sequence[str] = ()
+    #: Fields (foreign keys and many-to-many fields too) whose change may change
+    #: who sees an object: the object's subscribers re-check their access before
+    #: the event, and users removed from a user-valued field re-check everything.
+    access_fields: Sequence[str] = ()
     #: The audiences a push is serialized for; see ``get_audience``.
     audiences: Sequence[str] = ("all",)
 
@@ -100,7 +105,8 @@ class Registration:
         kind: str,
         changed: list[str],
         previous: dict[str, str | None] | None = None,
-    ) -> list[Delivery]:
+        revoked_users: Iterable[Any] = (),
+    ) -> list[Delivery | Recheck]:
         """What one committed change sends, to which targets; called once per change.
 
         An update or a delete goes to the object's subscribers; a create, an
@@ -110,17 +116,18 @@ class Registration:
         once per subscriber.
         """
         target = Target(self.label, id=wire_id)
+        rechecks = self.get_rechecks(target, kind, changed, revoked_users)
         before = self._collections({**self.filter_values(instance), **(previous or {})}) if instance is not None else []
         if kind == "delete":
             gone = {audience: {"id": wire_id} for audience in self.audiences}
             delete_type = self.get_event_type("delete")
-            return [Delivery(target, delete_type, gone)] + [
+            return rechecks + [Delivery(target, delete_type, gone)] + [
                 Delivery(Target.collection(self.label, filter), delete_type, gone, {"id": wire_id}) for filter in before
             ]
         if instance is None:
             return []
         payloads = self.serialize_audiences(instance)
-        deliveries = []
+        deliveries: list[Delivery | Recheck] = list(rechecks)
         if kind == "update":
             deliveries.append(Delivery(target, self.get_event_type("update"), payloads, {"changed": list(changed)}))
         else:
@@ -141,6 +148,45 @@ class Registration:
                     Delivery(Target.collection(self.label, filter), self.get_event_type("create"), payloads, {"id": wire_id})
                 )
         return deliveries
+
+    def get_rechecks(self, target: Target, kind: str, changed: list[str], revoked_users: Iterable[Any]) -> list[Recheck]:
+        """Who must re-check access before this change's events: nobody unless an access field changed."""
+        rechecks = []
+        users = sorted({str(pk) for pk in revoked_users})
+        if users:
+            rechecks.append(Recheck([user_group(pk) for pk in users]))
+        # A user-valued access field (owner, members) says exactly who may have
+        # lost access: those users (above). Any other one (a task's project) may
+        # hide the object from any of its subscribers.
+        user_model = get_user_model()
+        if kind == "update" and any(
+            name in self.access_fields and self.model._meta.get_field(name).related_model is not user_model
+            for name in changed
+        ):
+            rechecks.append(Recheck([group_name(target, audience) for audience in self.audiences], target.stream))
+        return rechecks
+
+    def revoked_users(self, instance: models.Model) -> list[Any]:
+        """Users a save takes out of a user-valued access field (a changed owner, say)."""
+        tracker = self.get_tracker()
+        if tracker is None or not self.access_fields:
+            return []
+        instance_tracker = getattr(instance, tracker.name)
+        user_model = get_user_model()
+        users = []
+        for name in self.access_fields:
+            field = self.model._meta.get_field(name)
+            if field.many_to_one and field.related_model is user_model and name in tracker.fields:
+                if instance_tracker.has_changed(name) and instance_tracker.previous(name) is not None:
+                    users.append(instance_tracker.previous(name))
+        return users
+
+    def is_visible(self, user: Any, target: Target, *, host: str | None = None) -> bool:
+        """Whether ``user`` may still see ``target`` (an object or a collection)."""
+        if target.filter is not None:
+            return self.get_visible_collection(user, dict(target.filter), host=host) is not None
+        pk = self.decode_id(target.id)
+        return pk is not None and self.get_visible(user, pk, host=host) is not None
 
     # Collections ----------------------------------------------------------
 

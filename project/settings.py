@@ -8,6 +8,7 @@ ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and DEBUG.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -82,7 +83,11 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the ASGI server read while a management command writes.
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+    # A file, so that test threads (database_sync_to_async) share it; one per
+    # test process, so that concurrent runs do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")
+    }
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -122,6 +127,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# The demo page (api/templates/api/demo.html) loads redux as an ES module from node_modules, which
+# `npm ci` fills (`make run` does); nothing third-party is committed. Without it the page says so.
+STATICFILES_DIRS = [
+    ("vendor/redux", path)
+    for path in [BASE_DIR / "node_modules" / "redux" / "dist"]
+    if path.is_dir()
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,0 +1,144 @@
+"""Revocation: a write that changes who sees an object ends the subscriptions of those who lost it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from api.models import Project
+from notifications.registration import Registration
+from notifications.routing import websocket_application
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+
+@pytest_asyncio.fixture
+async def connect() -> AsyncIterator[Any]:
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_as(token: str) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(
+            websocket_application(), "/ws/notifications/", headers=[(b"authorization", f"Token {token}".encode())]
+        )
+        connected, _ = await communicator.connect()
+        assert connected
+        opened.append(communicator)
+        return communicator
+
+    yield open_as
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+async def subscribe(communicator: WebsocketCommunicator, model: str, **target: Any) -> dict[str, Any]:
+    await communicator.send_json_to({"action": "subscribe", "model": model, **target})
+    reply = await communicator.receive_json_from(timeout=3)
+    assert reply["type"] == "SUBSCRIBED", reply
+    return reply
+
+
+@pytest.fixture
+def is_visible_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    calls: list[Any] = []
+    original = Registration.is_visible
+
+    def counting(self: Registration, user: Any, target: Any, **kwargs: Any) -> bool:
+        calls.append(target)
+        return original(self, user, target, **kwargs)
+
+    monkeypatch.setattr(Registration, "is_visible", counting)
+    return calls
+
+
+async def test_removed_member_loses_project_task_and_collection(
+    domain: Any, token_for: Any, connect: Any, is_visible_calls: list[Any]
+) -> None:
+    website, task, bob = domain["website"], domain["task"], domain["bob"]
+    bob_socket = await connect(await database_sync_to_async(token_for)(bob))
+    alice_socket = await connect(await database_sync_to_async(token_for)(domain["alice"]))
+    await subscribe(bob_socket, "api.project", id=str(website.pk))
+    await subscribe(bob_socket, "api.task", id=str(task.pk))
+    await subscribe(bob_socket, "api.task", filter={"project": str(website.pk)})
+    alice_seq = (await subscribe(alice_socket, "api.task", id=str(task.pk)))["meta"]["seq"]
+
+    await database_sync_to_async(website.members.remove)(bob)
+
+    revoked = [await bob_socket.receive_json_from(timeout=3) for _ in range(3)]
+    assert {frame["type"] for frame in revoked} == {"UNSUBSCRIBED"}
+    assert all(frame["meta"]["reason"] == "revoked" and frame["payload"] is None for frame in revoked)
+    assert sorted(str(frame["meta"].get("id") or frame["meta"].get("filter")) for frame in revoked) == sorted(
+        [str(website.pk), str(task.pk), str({"project": str(website.pk)})]
+    )
+    # The UPDATE_PROJECT of the removal itself is not sent to the member who lost access.
+    assert await bob_socket.receive_nothing(timeout=0.3)
+    assert is_visible_calls, "the removal re-checked access"
+
+    task.title = "After bob left"
+    await database_sync_to_async(task.save)()
+
+    update = await alice_socket.receive_json_from(timeout=3)
+    assert update["type"] == "UPDATE_TASK"
+    assert update["payload"]["title"] == "After bob left"
+    assert update["meta"]["seq"] == alice_seq + 1
+    assert await bob_socket.receive_nothing(timeout=0.3)
+
+
+async def test_task_moved_to_a_project_the_subscriber_cannot_see_is_revoked(
+    domain: Any, token_for: Any, connect: Any
+) -> None:
+    task, alice = domain["task"], domain["alice"]
+    private = await database_sync_to_async(Project.objects.create)(name="Alice only", owner=alice)
+    bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
+    alice_socket = await connect(await database_sync_to_async(token_for)(alice))
+    await subscribe(bob_socket, "api.task", id=str(task.pk))
+    await subscribe(alice_socket, "api.task", id=str(task.pk))
+
+    task.project = private
+    await database_sync_to_async(task.save)()
+
+    assert await bob_socket.receive_json_from(timeout=3) == {
+        "type": "UNSUBSCRIBED",
+        "payload": None,
+        "meta": {"model": "api.task", "id": str(task.pk), "reason": "revoked"},
+    }
+    moved = await alice_socket.receive_json_from(timeout=3)
+    assert moved["type"] == "UPDATE_TASK"
+    assert moved["meta"]["changed"] == ["project"]
+    assert await bob_socket.receive_nothing(timeout=0.3)
+
+
+async def test_writes_that_cannot_change_access_trigger_no_recheck(
+    domain: Any, token_for: Any, connect: Any, is_visible_calls: list[Any]
+) -> None:
+    task, website = domain["task"], domain["website"]
+    bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
+    await subscribe(bob_socket, "api.task", id=str(task.pk))
+    await subscribe(bob_socket, "api.project", id=str(website.pk))
+
+    task.title = "Renamed"
+    await database_sync_to_async(task.save)()
+    website.name = "Website 2"
+    await database_sync_to_async(website.save)()
+
+    first = await bob_socket.receive_json_from(timeout=3)
+    second = await bob_socket.receive_json_from(timeout=3)
+    assert [first["type"], second["type"]] == ["UPDATE_TASK", "UPDATE_PROJECT"]
+    assert is_visible_calls == []
+
+
+async def test_adding_a_member_revokes_nobody(domain: Any, token_for: Any, connect: Any, is_visible_calls: list[Any]) -> None:
+    website = domain["website"]
+    bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
+    await subscribe(bob_socket, "api.project", id=str(website.pk))
+
+    await database_sync_to_async(website.members.add)(domain["carol"])
+
+    update = await bob_socket.receive_json_from(timeout=3)
+    assert update["type"] == "UPDATE_PROJECT"
+    assert update["meta"]["changed"] == ["members"]
+    assert is_visible_calls == []
