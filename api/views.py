@@ -51,7 +51,9 @@ class TaskViewSet(viewsets.ModelViewSet):
         queryset = Task.objects.visible_to(self.request.user)
         project = self.request.query_params.get("project")
         if project:
-            queryset = queryset.filter(project=project)
+            # project__id, not project: the hashid field's own lookup matches only a
+            # canonical hashid (no bare integers) and turns junk into no rows, not a 500.
+            queryset = queryset.filter(project__id=project)
         return queryset
 
 

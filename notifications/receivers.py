@@ -52,6 +52,10 @@ def _m2m_changed(
 
     if action not in {"post_add", "post_remove", "pre_clear", "post_clear"}:
         return
+    if action in {"post_add", "post_remove"} and not pk_set:
+        # Django sends post_add even when every object was in the set already
+        # (it drops them from pk_set first): nothing changed, so nothing is sent.
+        return
     registration = site.get_for(model if reverse else type(instance))
     if registration is None:
         return

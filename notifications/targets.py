@@ -61,18 +61,22 @@ def user_group(user_pk: Any) -> str:
 def token_group(key: str) -> str:
     """Every socket authenticated by one API token joins this group."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return _checked(f"{live_settings.PREFIX}.token.{digest}")
+    return _checked(_bounded(f"{live_settings.PREFIX}.token.{digest}"))
 
 
 def session_group(session_key: str) -> str:
     """Every socket authenticated by one session joins this group (logout closes them)."""
     digest = hashlib.sha256(session_key.encode()).hexdigest()[:24]
-    return _checked(f"{live_settings.PREFIX}.session.{digest}")
+    return _checked(_bounded(f"{live_settings.PREFIX}.session.{digest}"))
 
 
 def _safe(value: str) -> str:
-    """``value`` if it is already a valid name part, else a readable but unique stand-in."""
-    if value and not _UNSAFE.search(value) and len(value) <= 40:
+    """``value`` if it is already a valid name part, else a readable but unique stand-in.
+
+    Stand-ins always contain ``_`` and values kept as they are never do, so a
+    value cannot spell another value's stand-in and share its group.
+    """
+    if value and not _UNSAFE.search(value) and "_" not in value and len(value) <= 40:
         return value
     digest = hashlib.sha256(value.encode()).hexdigest()[:16]
     return f"{_UNSAFE.sub('', value)[:16]}_{digest}"

@@ -1,0 +1,215 @@
+"""The registry (``notifications/registry.py``) and the system checks that guard it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.test.utils import isolate_apps
+from model_utils import FieldTracker
+
+import notifications
+from api.models import Project, Task, User
+from api.views import TaskViewSet
+from notifications.checks import check_registrations
+from notifications.exceptions import AlreadyRegistered, NotRegistered
+from notifications.models import LiveModel
+from notifications.registration import Registration
+from notifications.registry import Registry, site
+
+
+class TaskRegistration(Registration):
+    viewset = TaskViewSet
+
+
+@pytest.fixture
+def registry() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def on_site() -> Any:
+    """Register models on ``site`` for one test, and unregister them afterwards."""
+    added: list[type[models.Model]] = []
+
+    def register(model: type[models.Model], registration_class: type[Registration] | None = None, **options: Any) -> Registration:
+        registration = site.register(model, registration_class, **options)
+        added.append(model)
+        return registration
+
+    yield register
+    for model in added:
+        if site.is_registered(model):
+            site.unregister(model)
+
+
+def error_ids(model: type[models.Model]) -> set[str]:
+    return {message.id for message in check_registrations() if message.obj is model}
+
+
+def test_register_then_get_returns_the_registration(registry: Registry) -> None:
+    registration = registry.register(Task, TaskRegistration)
+
+    assert isinstance(registration, TaskRegistration)
+    assert registry.is_registered(Task)
+    assert registry.get(Task) is registration
+    assert registry.get_for(Task) is registration
+    assert registration.model is Task
+    assert registration.label == "api.task"
+    assert list(registry) == [registration]
+
+
+def test_unregister_forgets_the_model(registry: Registry) -> None:
+    registry.register(Task, TaskRegistration)
+
+    registry.unregister(Task)
+
+    assert not registry.is_registered(Task)
+    assert registry.get_for(Task) is None
+    assert registry.get_by_label("api.task") is None
+
+
+def test_registering_twice_raises_already_registered(registry: Registry) -> None:
+    first = registry.register(Task, TaskRegistration)
+
+    with pytest.raises(AlreadyRegistered, match="api.Task"):
+        registry.register(Task, TaskRegistration)
+    assert registry.get(Task) is first
+
+
+def test_unregistering_an_unregistered_model_raises_not_registered(registry: Registry) -> None:
+    with pytest.raises(NotRegistered):
+        registry.unregister(Task)
+
+
+def test_get_of_an_unregistered_model_raises_not_registered(registry: Registry) -> None:
+    registry.register(Task, TaskRegistration)
+
+    with pytest.raises(NotRegistered, match="api.Project"):
+        registry.get(Project)
+    assert registry.get_for(Project) is None
+
+
+@pytest.mark.parametrize("label", ["api.task", "api.Task", "api.TASK"])
+def test_get_by_label_accepts_labels_as_get_model_does(registry: Registry, label: str) -> None:
+    registration = registry.register(Task, TaskRegistration)
+
+    assert registry.get_by_label(label) is registration
+
+
+@pytest.mark.parametrize(
+    "label",
+    [None, 5, 1.5, ["api.task"], {"api": "task"}, b"api.task", "", "x", "api", "api.", ".task", "a.b.c",
+     "api.task.extra", "api.nope", "nope.task", "auth.group", "api.project"],
+)
+def test_get_by_label_returns_none_for_anything_not_registered(registry: Registry, label: Any) -> None:
+    registry.register(Task, TaskRegistration)
+
+    assert registry.get_by_label(label) is None
+
+
+def test_the_default_site_has_the_example_models() -> None:
+    assert site.get_by_label("api.task").model is Task
+    assert site.get_by_label("api.Project").model is Project
+    assert site.get_by_label("api.user").model is User
+
+
+def test_decorator_registers_and_returns_the_class_unchanged(registry: Registry) -> None:
+    class Decorated(Registration):
+        viewset = TaskViewSet
+
+    result = notifications.register(Task, site=registry)(Decorated)
+
+    assert result is Decorated
+    assert type(registry.get(Task)) is Decorated
+    assert type(site.get(Task)) is not Decorated
+
+
+def test_register_with_options_sets_them_on_a_subclass(registry: Registry) -> None:
+    registration = registry.register(Task, viewset=TaskViewSet, event_types={"update": "TASK_CHANGED"})
+
+    assert registration.viewset is TaskViewSet
+    assert registration.get_event_type("update") == "TASK_CHANGED"
+    assert registration.get_event_type("delete") == "DELETE_TASK"
+    # The base class is left alone.
+    assert Registration.viewset is None
+    assert Registration.event_types == {}
+
+
+def test_register_options_extend_the_given_registration_class(registry: Registry) -> None:
+    registration = registry.register(Task, TaskRegistration, audiences=("a", "b"))
+
+    assert isinstance(registration, TaskRegistration)
+    assert registration.audiences == ("a", "b")
+    assert TaskRegistration.audiences == ("all",)
+
+
+def test_an_abstract_model_is_refused(registry: Registry) -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        registry.register(LiveModel, TaskRegistration)
+    assert list(registry) == []
+
+
+def test_a_registration_without_viewset_is_improperly_configured(registry: Registry) -> None:
+    with pytest.raises(ImproperlyConfigured, match="viewset"):
+        registry.register(Task)
+    assert not registry.is_registered(Task)
+
+
+def test_registries_are_independent(registry: Registry) -> None:
+    registry.register(Task, TaskRegistration)
+
+    assert registry.get(Task) is not site.get(Task)
+    registry.unregister(Task)
+    assert site.is_registered(Task)
+
+
+# System checks --------------------------------------------------------------
+
+
+def test_checks_pass_for_the_example_domain() -> None:
+    assert check_registrations() == []
+
+
+def test_check_flags_a_registered_model_without_live_model(on_site: Any) -> None:
+    on_site(Group, viewset=TaskViewSet, tracked_fields=["name"])
+
+    assert error_ids(Group) == {"drf_live.E001"}
+
+
+@isolate_apps("api")
+def test_check_flags_a_registered_model_without_field_tracker(on_site: Any) -> None:
+    class Untracked(LiveModel):
+        name = models.CharField(max_length=10)
+
+        class Meta:
+            app_label = "api"
+
+    on_site(Untracked, viewset=TaskViewSet)
+
+    assert error_ids(Untracked) == {"drf_live.E002"}
+
+
+@isolate_apps("api")
+def test_check_accepts_a_model_with_live_model_and_field_tracker(on_site: Any) -> None:
+    class Tracked(LiveModel):
+        name = models.CharField(max_length=10)
+        tracker = FieldTracker(fields=["name"])
+
+        class Meta:
+            app_label = "api"
+
+    on_site(Tracked, viewset=TaskViewSet)
+
+    assert error_ids(Tracked) == set()
+
+
+def test_check_flags_m2m_fields_that_are_not_many_to_many(replace_registration: Any) -> None:
+    replace_registration(Task, TaskRegistration, m2m_fields=["title", "nope"])
+
+    messages = [message for message in check_registrations() if message.obj is Task]
+
+    assert [message.id for message in messages] == ["drf_live.E003", "drf_live.E003"]
