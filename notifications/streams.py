@@ -147,14 +147,22 @@ class RedisStreamStore:
 
     def _client(self) -> Any:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             for old in [old for old in self._clients if old.is_closed()]:
                 del self._clients[old]
+            # from_url() retries nothing: after a Redis restart the first command
+            # on each pooled (now dead) connection would fail, dropping an event
+            # although Redis is back. Retry once on a fresh connection; a lost
+            # reply can at worst skip a seq, which clients see as a gap.
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,))
             client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry=retry
             )
             self._clients[loop] = client
         return client

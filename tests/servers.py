@@ -1,0 +1,313 @@
+"""Real processes for the integration and end-to-end tests: Redis, the ASGI server, a database.
+
+Helpers, not tests: each class starts a process (or a database) on a free port
+of its own and knows how to stop it, so fixtures can ``yield`` it and clean up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+MANAGE = str(ROOT / "manage.py")
+
+STARTUP_TIMEOUT = 30.0
+DEMO_PASSWORD = "demo-password"  # the password `manage.py load_demo` gives its users
+STOP_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_executable(name: str, hint: str) -> str:
+    """The path of ``name``; fail in CI (where it must be installed), skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"`{name}` is not installed. {hint}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return path
+
+
+def _stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+
+
+def _log_file(name: str) -> tuple[Path, IO[bytes]]:
+    OUTPUT.mkdir(exist_ok=True)
+    path = OUTPUT / f"{name}.log"
+    return path, path.open("wb")
+
+
+class RedisServer:
+    """``redis-server`` without persistence on a free port; restartable on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.executable = require_executable(
+            "redis-server", "Install it (`apt-get install redis-server`, `brew install redis`) to run these tests."
+        )
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="drf-live-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path, self._log = _log_file(f"redis-{self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        if self.process is not None and self.process.poll() is None:
+            return self
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.dir),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.log_path}")
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"redis-server did not answer PING within {STARTUP_TIMEOUT} s; see {self.log_path}")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Shut down cleanly (SIGTERM); without persistence, every key is gone."""
+        _stop_process(self.process, signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Die at once (SIGKILL), as in a crash."""
+        _stop_process(self.process, signal.SIGKILL)
+
+    def close(self) -> None:
+        self.kill()
+        self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ServerDatabase:
+    """A database the server processes share: a temp SQLite file, or a fresh PostgreSQL database.
+
+    When ``DATABASE_URL`` points at PostgreSQL, a database of our own is created
+    on that server (never pytest-django's ``test_*`` one) and dropped at the end.
+    """
+
+    def __init__(self, base_url: str | None = None) -> None:
+        base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
+        self._tmp: Path | None = None
+        self._admin_url: str | None = None
+        self.name: str | None = None
+        if base_url.startswith(("postgres://", "postgresql://", "pgsql://")):
+            parts = urlsplit(base_url)
+            self.name = f"drf_live_e2e_{uuid.uuid4().hex[:12]}"
+            self._admin_url = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
+            self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", parts.query, ""))
+            self._execute(f'CREATE DATABASE "{self.name}"')
+        else:
+            self._tmp = Path(tempfile.mkdtemp(prefix="drf-live-db-"))
+            self.url = f"sqlite:///{self._tmp / 'db.sqlite3'}"
+
+    def _execute(self, sql: str) -> None:
+        import psycopg
+
+        assert self._admin_url is not None
+        with psycopg.connect(self._admin_url, autocommit=True, connect_timeout=10) as connection:
+            connection.execute(sql)  # type: ignore[arg-type]
+
+    def drop(self) -> None:
+        if self.name is not None:
+            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            self.name = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def process_env(database_url: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a server or management command: this project's settings, our DB and Redis."""
+    # Settings the tests rely on come from here, not from whatever the shell exported.
+    ours = {"REDIS_URL", "DATABASE_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DEBUG"}
+    env = {key: value for key, value in os.environ.items() if key not in ours}
+    env.update(
+        DJANGO_SETTINGS_MODULE="project.settings",
+        DATABASE_URL=database_url,
+        PYTHONUNBUFFERED="1",
+        DEBUG="true",
+    )
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def manage(*args: str, env: Mapping[str, str], timeout: float = 60.0) -> str:
+    """Run ``manage.py <args>`` in its own process; its stdout, or a failure with its output."""
+    result = subprocess.run(
+        [PYTHON, MANAGE, *args], check=False, env=dict(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        pytest.fail(f"manage.py {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+class AsgiServer:
+    """``uvicorn project.asgi:application`` in its own process, on a free port."""
+
+    def __init__(self, env: Mapping[str, str], name: str = "asgi") -> None:
+        self.env = dict(env)
+        self.port = free_port()
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path, self._log = _log_file(f"{name}-{self.port}")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/notifications/"
+
+    def start(self) -> AsgiServer:
+        return self.spawn().wait_ready()
+
+    def spawn(self) -> AsgiServer:
+        """Start the process without waiting (start several, then ``wait_ready`` each)."""
+        self.process = subprocess.Popen(
+            [
+                PYTHON, "-m", "uvicorn", "project.asgi:application",
+                "--host", "127.0.0.1",
+                "--port", str(self.port),
+                "--ws", "websockets",
+                "--ws-per-message-deflate", "false",
+                "--timeout-graceful-shutdown", "3",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_ready(self) -> AsgiServer:
+        assert self.process is not None, "spawn() the server first"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The ASGI server exited with {self.process.returncode}; see {self.log_path}")
+            if accepts_connections(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"The ASGI server did not listen within {STARTUP_TIMEOUT} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        _stop_process(self.process, signal.SIGTERM)
+        self._log.close()
+
+    def assert_no_tracebacks(self) -> None:
+        """After ``stop()``: fail if the server logged an unhandled error (a 500, a failed publish)."""
+        log = self.log_path.read_text(errors="replace")
+        assert "Traceback" not in log, f"The server logged an error; see {self.log_path}:\n{log[-3000:]}"
+
+
+# Talking to a server ------------------------------------------------------------
+
+RECV_TIMEOUT = 10.0
+QUIET_PERIOD = 0.5
+
+
+async def send_json(ws: Any, frame: dict[str, Any]) -> None:
+    await ws.send(json.dumps(frame))
+
+
+async def recv_json(ws: Any, timeout: float = RECV_TIMEOUT) -> dict[str, Any]:
+    """The next frame, decoded; fails the test if none arrives within ``timeout``."""
+    try:
+        text = await asyncio.wait_for(ws.recv(), timeout)
+    except TimeoutError:
+        pytest.fail(f"No frame arrived within {timeout} s", pytrace=False)
+    frame = json.loads(text)
+    assert isinstance(frame, dict), frame
+    return frame
+
+
+async def receive_nothing(ws: Any, timeout: float = QUIET_PERIOD) -> None:
+    """Assert that no frame arrives within ``timeout``."""
+    try:
+        text = await asyncio.wait_for(ws.recv(), timeout)
+    except TimeoutError:
+        return
+    pytest.fail(f"Expected no frame, got {text}", pytrace=False)
+
+
+async def subscribe(ws: Any, model: str, request_id: Any = 1, **target: Any) -> dict[str, Any]:
+    """Subscribe to ``model`` ``id=...`` or ``filter=...``; the ``SUBSCRIBED`` reply."""
+    await send_json(ws, {"action": "subscribe", "model": model, "request_id": request_id, **target})
+    reply = await recv_json(ws)
+    assert reply["type"] == "SUBSCRIBED", reply
+    assert reply["meta"]["request_id"] == request_id
+    return reply
+
+
+async def obtain_token(http: Any, username: str, password: str) -> str:
+    """``POST /api/auth/token/`` on the server ``http`` (an ``httpx.AsyncClient``) talks to."""
+    response = await http.post("/api/auth/token/", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
