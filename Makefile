@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
+	@if ! command -v npm >/dev/null; then echo "npm not found: the demo page at / needs Node.js and npm (for redux); serving the API only."; \
+	elif ! npm ci --silent --no-audit --no-fund; then echo "npm ci failed: the demo page at / needs redux; serving the API only."; fi
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --port $(PORT)
 	$(PY) -m uvicorn project.asgi:application --host 127.0.0.1 --port $(PORT) \
@@ -25,7 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@if command -v node >/dev/null && command -v npm >/dev/null; then \
-		npm ci --silent --no-audit --no-fund && node --test tests/js/; \
+		npm ci --silent --no-audit --no-fund && node --test tests/js/ && node --test tests/browser/; \
 	elif [ -n "$$CI" ]; then \
 		echo "Node.js 20 and npm are required in CI for the JS tests." >&2; exit 1; \
 	else \

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.staticfiles import finders
 from django.db.models import QuerySet
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.generic import TemplateView
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
@@ -12,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .management.commands.load_demo import PASSWORD, USERS
 from .models import Project, Task, User
 from .permissions import IsOwnerOrReadOnly, IsSelfOrReadOnly
 from .serializers import ProjectSerializer, TaskSerializer, TokenRequestSerializer, UserSerializer
@@ -69,3 +74,19 @@ class ObtainTokenView(APIView):
         serializer.is_valid(raise_exception=True)
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key}, status=status.HTTP_200_OK)
+
+
+@method_decorator(ensure_csrf_cookie, name="dispatch")
+class DemoView(TemplateView):
+    """The demo page at ``/``: a sign-in form, or the user's projects and tasks, live (api/static/api/demo.js)."""
+
+    template_name = "api/demo.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        # The page writes through the REST API with the csrftoken cookie, hence ensure_csrf_cookie.
+        context["demo_users"] = [username for username, _, _ in USERS]
+        context["demo_password"] = PASSWORD
+        # redux comes from node_modules (see STATICFILES_DIRS); `npm ci` has not run when it is missing.
+        context["redux_available"] = finders.find("vendor/redux/redux.browser.mjs") is not None
+        return context

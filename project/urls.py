@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.views import DemoView
+
 urlpatterns = [
+    path("", DemoView.as_view(), name="demo"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
     path("api/", include("api.urls")),
