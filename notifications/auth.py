@@ -18,6 +18,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
+from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
@@ -45,10 +46,11 @@ def origin_allowed(origin: str) -> bool:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         return False
     for trusted in settings.CSRF_TRUSTED_ORIGINS:
-        # Django's CSRF wildcard form: "https://*.example.com".
+        # Django's CSRF wildcard form: "https://*.example.com", matched as
+        # CsrfViewMiddleware matches it (the domain itself and its subdomains).
         trusted_parts = urlsplit(trusted)
         if trusted_parts.scheme == parts.scheme and trusted_parts.netloc.startswith("*."):
-            if parts.netloc.endswith(trusted_parts.netloc[1:]):
+            if is_same_domain(parts.netloc, trusted_parts.netloc[1:]):
                 return True
     domain, _port = split_domain_port(parts.netloc)
     allowed = list(settings.ALLOWED_HOSTS)

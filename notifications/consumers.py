@@ -65,6 +65,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[str, Subscription] = {}
         self.credential_groups: list[str] = []
         self.auth_timer: asyncio.TimerHandle | None = None
+        self.closed = False
         self.actions: dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]] = {
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
@@ -98,7 +99,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     def _auth_timed_out(self) -> None:
         if not self.is_authenticated:
-            asyncio.ensure_future(self.close(CLOSE_NOT_AUTHENTICATED))
+            asyncio.ensure_future(self.end(CLOSE_NOT_AUTHENTICATED))
+
+    async def end(self, code: int) -> None:
+        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``."""
+        if self.closed:
+            return
+        self.closed = True
+        await self.leave_groups()
+        await self.close(code)
 
     @property
     def is_authenticated(self) -> bool:
@@ -120,10 +129,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 self.credential_groups.append(group)
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True
+        await self.leave_groups()
+
+    async def leave_groups(self) -> None:
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+            self.auth_timer = None
         groups = [subscription.group for subscription in self.subscriptions.values()] + self.credential_groups
         self.subscriptions.clear()
+        self.credential_groups = []
         for group in groups:
             try:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -133,6 +148,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # Client frames --------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closed:
+            return  # Closed by the server: a reply would follow websocket.close.
         request_id = None
         try:
             content = self.parse(text_data)
@@ -208,6 +225,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         except Unavailable:
             await self.drop(subscription)
             raise RequestError("unavailable") from None
+        except Exception:
+            # No SUBSCRIBED reply (the object vanished or was hidden since it was
+            # validated, or anything else failed): no events either.
+            await self.drop(subscription)
+            raise
 
     async def send_snapshot(self, subscription: Subscription, data: dict[str, Any], request_id: Any) -> None:
         store = get_store()
@@ -291,7 +313,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def drf_live_event(self, message: dict[str, Any]) -> None:
         """An event for a target: forwarded once, in seq order, if still subscribed."""
         subscription = self.subscriptions.get(message["stream"])
-        if subscription is None or message["seq"] <= subscription.seq:
+        if self.closed or subscription is None or message["seq"] <= subscription.seq:
             return
         subscription.seq = message["seq"]
         await self.send(text_data=message["text"])
@@ -319,7 +341,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def drf_live_close(self, message: dict[str, Any]) -> None:
         """The credentials of this socket were revoked."""
-        await self.close(message.get("code", CLOSE_NOT_AUTHENTICATED))
+        await self.end(message.get("code", CLOSE_NOT_AUTHENTICATED))
 
 
 __all__ = ["NotificationConsumer", "Position"]
