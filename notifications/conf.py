@@ -25,6 +25,26 @@ DEFAULTS: dict[str, Any] = {
     # Events kept per target for recovery, and for how long (seconds).
     "HISTORY_LENGTH": 1000,
     "HISTORY_TTL": 3600,
+    # Abuse limits. Hard limits close the socket (documented close codes), soft
+    # limits answer an error and keep it open.
+    # Largest frame read (bytes); larger closes with 1009. Set the ASGI server's
+    # own limit too (uvicorn --ws-max-size), which refuses before reading.
+    "MAX_FRAME_BYTES": 65536,
+    # Subscriptions one socket may hold; more answers `limit_exceeded`.
+    "MAX_SUBSCRIPTIONS": 200,
+    # Subscribe requests per second per socket (token bucket), and the burst
+    # allowed above that rate; more answers `throttled`.
+    "SUBSCRIBE_RATE": 20.0,
+    "SUBSCRIBE_BURST": 50,
+    # Error replies per second per socket, and the burst; more closes with 4008.
+    "ERROR_RATE": 20.0,
+    "ERROR_BURST": 500,
+    # Sockets one user may hold open in one server process; more closes the new
+    # one with 4029.
+    "MAX_SOCKETS_PER_USER": 50,
+    # Seconds a socket may take to accept one frame (its TCP buffers and the
+    # server's write buffer being full) before it is closed with 4030.
+    "SEND_TIMEOUT": 10.0,
     # Events waiting in one process's publisher before new ones are dropped
     # (and the epoch rotated, so no client is told it recovered).
     "PUBLISH_QUEUE_LIMIT": 10000,

@@ -16,16 +16,18 @@ from . import frames
 from .auth import authenticate_token
 from .conf import live_settings
 from .exceptions import Unavailable
+from .frames import CloseCode
+from .limits import TokenBucket, sockets_per_user
 from .publisher import publisher
 from .registration import Registration
 from .registry import Registry, site
-from .streams import Position, get_store
+from .streams import get_store
 from .subscriptions import SubscriptionSerializer, TargetSerializer, error_code
 from .targets import Target, session_group, token_group, user_group
 
 logger = logging.getLogger("notifications.consumers")
 
-CLOSE_NOT_AUTHENTICATED = 4001
+CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
 
 
 @dataclass
@@ -66,6 +68,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.credential_groups: list[str] = []
         self.auth_timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.counted_user: Any = None
+        self.subscribe_bucket = TokenBucket(live_settings.SUBSCRIBE_RATE, live_settings.SUBSCRIBE_BURST)
+        self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
         self.actions: dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]] = {
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
@@ -74,6 +79,23 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         }
 
     # Connection -------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if not _is_layer_failure(exc):
+                raise
+            # The channel layer (Redis) failed under this socket: it would get no
+            # more events. Close with a code that tells the client to reconnect
+            # and recover with `since`.
+            logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, exc)
+            self.closed = True
+            sockets_per_user_release(self)
+            try:
+                await send({"type": "websocket.close", "code": CloseCode.LAYER_LOST})
+            except Exception:  # noqa: BLE001 - the client may be gone already.
+                pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections before every message; our ORM
@@ -101,19 +123,32 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not self.is_authenticated:
             asyncio.ensure_future(self.end(CLOSE_NOT_AUTHENTICATED))
 
-    async def end(self, code: int) -> None:
-        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``."""
+    async def end(self, code: int, *, wait: bool = True) -> None:
+        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``.
+
+        ``wait=False`` closes in the background, for a client that is not
+        reading (the close frame waits behind what it did not read, and the
+        ASGI server drops the connection after its close timeout).
+        """
         if self.closed:
             return
         self.closed = True
         await self.leave_groups()
-        await self.close(code)
+        if wait:
+            await self.close(code)
+        else:
+            self.closing = asyncio.ensure_future(self.close(code))
 
     @property
     def is_authenticated(self) -> bool:
         return self.user is not None and self.user.is_authenticated
 
     async def login(self, user: Any, credentials: tuple[str, str] | None) -> None:
+        if self.counted_user is None:
+            if not sockets_per_user.add(user.pk, int(live_settings.MAX_SOCKETS_PER_USER)):
+                await self.end(CloseCode.TOO_MANY_SOCKETS)
+                return
+            self.counted_user = user.pk
         self.user = user
         self.credentials = credentials
         if self.auth_timer is not None:
@@ -130,6 +165,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
+        sockets_per_user_release(self)
         await self.leave_groups()
 
     async def leave_groups(self) -> None:
@@ -150,6 +186,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closed:
             return  # Closed by the server: a reply would follow websocket.close.
+        size = len(text_data) if text_data is not None else len(bytes_data or b"")
+        if size > int(live_settings.MAX_FRAME_BYTES):
+            await self.end(CloseCode.FRAME_TOO_LARGE)
+            return
         request_id = None
         try:
             content = self.parse(text_data)
@@ -164,10 +204,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 raise RequestError("not_authenticated")
             await handler(content, request_id)
         except RequestError as exc:
-            await self.send_frame(frames.error(exc.code, request_id, exc.detail, **exc.extra))
+            await self.send_error(frames.error(exc.code, request_id, exc.detail, **exc.extra))
         except Exception:
             logger.exception("Unexpected error while handling a frame")
-            await self.send_frame(frames.error("unavailable", request_id))
+            await self.send_error(frames.error("unavailable", request_id))
+
+    async def send_error(self, frame: frames.Frame) -> None:
+        # A client that keeps making errors is flooding: close it.
+        if not self.error_bucket.take():
+            await self.end(CloseCode.FLOOD)
+            return
+        await self.send_frame(frame)
 
     def parse(self, text_data: str | None) -> dict[str, Any]:
         if text_data is None:
@@ -189,7 +236,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         raise RequestError("invalid", "request_id must be a string or a number.", fields=["request_id"])
 
     async def send_frame(self, frame: frames.Frame) -> None:
-        await self.send(text_data=frames.encode(frame))
+        await self.send_text(frames.encode(frame))
+
+    async def send_text(self, text: str) -> None:
+        """Send one frame; a client that cannot take it within ``SEND_TIMEOUT`` is closed (4030)."""
+        try:
+            async with asyncio.timeout(float(live_settings.SEND_TIMEOUT)):
+                await self.send(text_data=text)
+        except TimeoutError:
+            logger.info("Slow consumer: closing the socket with %s", CloseCode.SLOW_CONSUMER)
+            await self.end(CloseCode.SLOW_CONSUMER, wait=False)
 
     # Actions --------------------------------------------------------------
 
@@ -209,7 +265,15 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frames.reply("AUTHENTICATED", {"user": str(user.pk)}, request_id))
 
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
+        if not self.subscribe_bucket.take():
+            raise RequestError("throttled")
         data = await self.validate(SubscriptionSerializer, content)
+        if data["target"].stream not in self.subscriptions and len(self.subscriptions) >= int(
+            live_settings.MAX_SUBSCRIPTIONS
+        ):
+            raise RequestError(
+                "limit_exceeded", f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first."
+            )
         registration: Registration = data["registration"]
         target: Target = data["target"]
         previous = self.subscriptions.get(target.stream)
@@ -245,7 +309,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                     )
                     await self.send_frame(reply)
                     for _seq, text in replay.frames:
-                        await self.send(text_data=text)
+                        await self.send_text(text)
                     return
             position = await store.position(target.stream)
         except Exception as exc:
@@ -316,7 +380,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if self.closed or subscription is None or message["seq"] <= subscription.seq:
             return
         subscription.seq = message["seq"]
-        await self.send(text_data=message["text"])
+        await self.send_text(message["text"])
 
     async def drf_live_recheck(self, message: dict[str, Any]) -> None:
         """A write may have changed who sees ``stream`` (or, without one, anything)."""
@@ -344,4 +408,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.end(message.get("code", CLOSE_NOT_AUTHENTICATED))
 
 
-__all__ = ["NotificationConsumer", "Position"]
+def sockets_per_user_release(consumer: NotificationConsumer) -> None:
+    if consumer.counted_user is not None:
+        sockets_per_user.remove(consumer.counted_user)
+        consumer.counted_user = None
+
+
+def _is_layer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the channel layer's backend went away (Redis down)."""
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - channels_redis not installed
+        return isinstance(exc, (ConnectionError, OSError))
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError))

@@ -29,6 +29,23 @@ ERROR_DETAILS: dict[str, str] = {
 }
 
 
+class CloseCode:
+    """Close codes the server uses (docs/protocol.md lists what a client should do)."""
+
+    #: A frame larger than ``MAX_FRAME_BYTES``.
+    FRAME_TOO_LARGE = 1009
+    #: Not authenticated in time, or credentials revoked.
+    NOT_AUTHENTICATED = 4001
+    #: Abuse: too many errors.
+    FLOOD = 4008
+    #: Too many sockets for this user.
+    TOO_MANY_SOCKETS = 4029
+    #: Slow consumer: it did not take a frame within ``SEND_TIMEOUT``.
+    SLOW_CONSUMER = 4030
+    #: The server lost its channel layer (Redis).
+    LAYER_LOST = 4031
+
+
 class Frame(TypedDict):
     type: str
     payload: Any

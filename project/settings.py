@@ -7,6 +7,7 @@ ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and DEBUG.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -146,6 +147,10 @@ REST_FRAMEWORK = {
 HASHID_FIELD_SALT = os.environ.get("HASHID_FIELD_SALT", "drf-live-demo-salt")
 HASHID_FIELD_ENABLE_HASHID_OBJECT = False
 
+
+# drf-live's settings (notifications/conf.py lists them with their defaults);
+# the DRF_LIVE environment variable may hold a JSON object of overrides.
+DRF_LIVE = json.loads(os.environ.get("DRF_LIVE", "{}"))
 
 LOGGING = {
     "version": 1,
