@@ -1,6 +1,7 @@
 """drf-live: push what your DRF API shows, over one WebSocket, when writes commit."""
 
+from .events import publish_changes, publish_event
 from .registration import Registration
 from .registry import Registry, register, site
 
-__all__ = ["Registration", "Registry", "register", "site"]
+__all__ = ["Registration", "Registry", "publish_changes", "publish_event", "register", "site"]
