@@ -36,3 +36,22 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3* .test-db.sqlite3* .pytest_cache test-output
+
+# Benchmarks (bench/, issue 5): `make bench` regenerates docs/benchmarks.md and docs/benchmarks.png
+# (sizes: BENCH_SCALE, BENCH_SERVERS, ... see `python -m bench --help`); `make bench-smoke` is the
+# tiny CI run, reported in test-output/bench-smoke.md, failing if any server delivered nothing.
+BENCH_STAMP := $(VENV)/.bench-$(shell cksum bench/requirements.txt | cut -d' ' -f1)
+
+.PHONY: bench bench-smoke
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	rm -f $(VENV)/.bench-*
+	touch $@
+
+bench: $(BENCH_STAMP)
+	BENCH_VIA_MAKE=1 BENCH_PROFILE=$${BENCH_PROFILE:-1} $(PY) -m bench
+
+bench-smoke: $(BENCH_STAMP)
+	$(PY) -m bench --sockets 20 --writes 10 --scenarios A,D --timeout 60 --no-profile \
+		--output test-output/bench-smoke.md --plot test-output/bench-smoke.png --require-deliveries
