@@ -55,3 +55,10 @@ bench: $(BENCH_STAMP)
 bench-smoke: $(BENCH_STAMP)
 	$(PY) -m bench --sockets 20 --writes 10 --scenarios A,D --timeout 60 --no-profile \
 		--output test-output/bench-smoke.md --plot test-output/bench-smoke.png --require-deliveries
+
+# Hostile input (issue 3): the hypothesis tests of tests/fuzz with the `fuzz` profile, 10,000+ cases
+# (`make test` runs them with the small `ci` profile). Not part of CI: it takes minutes.
+.PHONY: fuzz
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/fuzz -m fuzz -o timeout=3600 -s --hypothesis-show-statistics $(PYTEST_ARGS)

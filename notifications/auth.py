@@ -64,6 +64,10 @@ def authenticate_token(key: str) -> Any | None:
     """The active user of an API token, by the REST API's own authentication class."""
     from .conf import live_settings
 
+    if "\x00" in key:
+        # No key holds a NUL, and PostgreSQL refuses one in a query parameter
+        # (DataError): an `authenticate` frame could turn that into a server error.
+        return None
     authentication = import_string(live_settings.TOKEN_AUTHENTICATION)()
     try:
         user, _token = authentication.authenticate_credentials(key)

@@ -240,6 +240,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def send_text(self, text: str) -> None:
         """Send one frame; a client that cannot take it within ``SEND_TIMEOUT`` is closed (4030)."""
+        if self.closed:
+            # A handler can close the socket half-way (an authenticate frame past
+            # MAX_SOCKETS_PER_USER, a slow consumer in a replay): a send after
+            # websocket.close is an ASGI protocol error, so drop the frame.
+            return
         try:
             async with asyncio.timeout(float(live_settings.SEND_TIMEOUT)):
                 await self.send(text_data=text)

@@ -629,6 +629,34 @@ async def test_authenticated_socket_is_not_closed_after_auth_timeout(connect, do
         await assert_open(socket)
 
 
+async def test_allow_anonymous_lets_the_rest_apis_rules_for_anonymous_decide(connect, domain, replace_registration):
+    from rest_framework import permissions
+
+    from api.models import Task
+    from api.notifications import TaskRegistration
+    from api.views import TaskViewSet
+
+    class PublicTaskViewSet(TaskViewSet):
+        permission_classes = [permissions.AllowAny]
+
+        def get_queryset(self):
+            return Task.objects.filter(project=domain["website"])
+
+    task, hidden = domain["task"], domain["hidden"]
+    with override_settings(DRF_LIVE={"ALLOW_ANONYMOUS": True, "AUTH_TIMEOUT": 0.2}):
+        socket = await connect()
+        # The example API requires authentication: anonymous sees nothing, and is told not_found.
+        assert_error(await request(socket, subscribe_task(task, request_id=1)), "not_found", request_id=1)
+
+        replace_registration(Task, type("PublicTaskRegistration", (TaskRegistration,), {"viewset": PublicTaskViewSet}))
+        reply = await request(socket, subscribe_task(task, request_id=2))
+        assert reply["type"] == "SUBSCRIBED" and reply["payload"]["id"] == str(task.pk)
+        assert_error(await request(socket, subscribe_task(hidden, request_id=3)), "not_found", request_id=3)
+        # An anonymous socket that is allowed is not closed for not authenticating.
+        assert await socket.receive_nothing(timeout=0.4)
+        await assert_open(socket)
+
+
 # Recovery (PROTOCOL.md section 5) with the in-memory store ------------------------------------
 
 

@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db.backends.utils import CursorWrapper
 
 from api.models import Project
 from notifications.registration import Registration
@@ -142,3 +143,49 @@ async def test_adding_a_member_revokes_nobody(domain: Any, token_for: Any, conne
     assert update["type"] == "UPDATE_PROJECT"
     assert update["meta"]["changed"] == ["members"]
     assert is_visible_calls == []
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement any thread runs from now on (each thread has its own connection)."""
+    executed: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        executed.append(sql)
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting)
+    return executed
+
+
+async def test_write_to_a_field_that_cannot_change_access_runs_no_access_query(
+    domain: Any, token_for: Any, connect: Any, statements: list[str]
+) -> None:
+    task, alice = domain["task"], domain["alice"]
+    private = await database_sync_to_async(Project.objects.create)(name="Alice only", owner=alice)
+    bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
+    await subscribe(bob_socket, "api.task", id=str(task.pk))
+    await subscribe(bob_socket, "api.task", filter={"project": str(task.project_id)})
+
+    statements.clear()
+    task.title = "Renamed"
+    await database_sync_to_async(task.save)()
+    updates = [await bob_socket.receive_json_from(timeout=3) for _ in range(2)]
+
+    assert {frame["type"] for frame in updates} == {"UPDATE_TASK"}
+    # The UPDATE itself and nothing else: no re-check, no query per subscriber.
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE"), statements
+
+    # For contrast: a write to an access field re-checks the subscribers' access in the database.
+    statements.clear()
+    task.project = private
+    await database_sync_to_async(task.save)()
+    frames = [await bob_socket.receive_json_from(timeout=3) for _ in range(2)]
+
+    assert {(frame["type"], frame["meta"].get("reason")) for frame in frames} == {
+        ("UNSUBSCRIBED", "revoked"),
+        ("DELETE_TASK", None),
+    }
+    assert len(statements) > 1, statements
+    assert await bob_socket.receive_nothing(timeout=0.3)

@@ -1,0 +1,276 @@
+"""Abuse limits, each reached and answered as docs/protocol.md documents it.
+
+Hard limits close the socket with their close code; soft limits answer an
+error and keep it open. Each test sets small limits through ``DRF_LIVE``
+before it connects (a consumer reads them when it is created). The
+unauthenticated-socket time limit (4001) is tested in test_consumers.py; the
+ASGI server's own frame limit and a real slow client, in
+tests/integration/test_abuse.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from notifications.consumers import NotificationConsumer
+from notifications.routing import websocket_application
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+
+PATH = "/ws/notifications/"
+
+
+async def request(socket: WebsocketCommunicator, frame: dict[str, Any]) -> dict[str, Any]:
+    await socket.send_json_to(frame)
+    return await socket.receive_json_from(timeout=3)
+
+
+async def assert_open(socket: WebsocketCommunicator) -> None:
+    assert await request(socket, {"action": "ping", "request_id": "open?"}) == {
+        "type": "PONG",
+        "payload": None,
+        "meta": {"request_id": "open?"},
+    }
+
+
+async def assert_closed_with(socket: WebsocketCommunicator, code: int) -> None:
+    """The next output is ``websocket.close`` with ``code``, and nothing follows it."""
+    assert await socket.receive_output(timeout=3) == {"type": "websocket.close", "code": code}
+    assert await socket.receive_nothing(timeout=0.2)
+
+
+def assert_error(frame: dict[str, Any], code: str, request_id: Any) -> None:
+    assert frame["type"] == "ERROR" and frame["error"] is True, frame
+    assert frame["payload"]["code"] == code, frame
+    assert frame["meta"] == {"request_id": request_id}
+
+
+def target(model: str, obj: Any, request_id: Any = None, **extra: Any) -> dict[str, Any]:
+    return {"action": "subscribe", "model": model, "id": str(obj.pk), "request_id": request_id, **extra}
+
+
+@pytest.fixture
+def keys(domain: dict[str, Any], token_for: Any) -> dict[str, str]:
+    return {name: token_for(domain[name]) for name in ("alice", "bob")}
+
+
+# Frame size (hard: 1009) -----------------------------------------------------------
+
+
+async def test_frame_at_the_size_limit_is_read(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_FRAME_BYTES": 100}
+    socket = await connect(token=keys["alice"])
+    frame = '{"action": "ping", "request_id": "%s"}' % ("x" * (100 - 36))
+    assert len(frame) == 100
+
+    await socket.send_to(text_data=frame)
+
+    reply = await socket.receive_json_from()
+    assert reply["type"] == "PONG"
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+async def test_frame_over_the_size_limit_closes_with_1009(connect, domain, keys, settings, kind):
+    settings.DRF_LIVE = {"MAX_FRAME_BYTES": 100}
+    socket = await connect(token=keys["alice"])
+    other = await connect(token=keys["alice"])
+    frame = '{"action": "ping", "request_id": "%s"}' % ("x" * (101 - 36))
+    assert len(frame) == 101
+
+    if kind == "text":
+        await socket.send_to(text_data=frame)
+    else:
+        await socket.send_to(bytes_data=frame.encode())
+
+    await assert_closed_with(socket, 1009)
+    await assert_open(other)
+
+
+# Subscriptions per socket (soft: limit_exceeded) --------------------------------------
+
+
+async def test_subscription_past_max_subscriptions_is_limit_exceeded_and_socket_stays_open(
+    connect, domain, keys, settings
+):
+    settings.DRF_LIVE = {"MAX_SUBSCRIPTIONS": 2}
+    alice, task, website = domain["alice"], domain["task"], domain["website"]
+    socket = await connect(token=keys["alice"])
+    assert (await request(socket, target("api.task", task, 1)))["type"] == "SUBSCRIBED"
+    assert (await request(socket, target("api.project", website, 2)))["type"] == "SUBSCRIBED"
+
+    assert_error(await request(socket, target("api.user", alice, 3)), "limit_exceeded", 3)
+
+    await assert_open(socket)
+    # Re-subscribing to a target it holds is not a new subscription.
+    again = await request(socket, target("api.task", task, 4))
+    assert again["type"] == "SUBSCRIBED" and again["meta"]["request_id"] == 4
+    # Making room makes the next one possible.
+    assert (await request(socket, {"action": "unsubscribe", "model": "api.project", "id": str(website.pk)}))[
+        "type"
+    ] == "UNSUBSCRIBED"
+    assert (await request(socket, target("api.user", alice, 5)))["type"] == "SUBSCRIBED"
+    assert await socket.receive_nothing(timeout=0.2)
+
+
+async def test_refused_subscription_receives_no_events(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_SUBSCRIPTIONS": 1}
+    task, website = domain["task"], domain["website"]
+    socket = await connect(token=keys["alice"])
+    assert (await request(socket, target("api.task", task, 1)))["type"] == "SUBSCRIBED"
+    assert_error(await request(socket, target("api.project", website, 2)), "limit_exceeded", 2)
+
+    website.name = "Renamed"
+    await database_sync_to_async(website.save)()
+
+    assert await socket.receive_nothing(timeout=0.3)
+
+
+# Subscribe rate (soft: throttled) -------------------------------------------------------
+
+
+async def test_subscribe_burst_past_the_bucket_is_throttled_then_refills(connect, domain, keys, settings):
+    rate = 5.0
+    settings.DRF_LIVE = {"SUBSCRIBE_RATE": rate, "SUBSCRIBE_BURST": 3}
+    task = domain["task"]
+    socket = await connect(token=keys["alice"])
+
+    replies = []
+    for n in range(3):
+        replies.append(await request(socket, target("api.task", task, n)))
+    throttled = await request(socket, target("api.task", task, "4th"))
+
+    assert [reply["type"] for reply in replies] == ["SUBSCRIBED"] * 3
+    assert_error(throttled, "throttled", "4th")
+    await assert_open(socket)  # ping is not rate limited
+    await asyncio.sleep(1 / rate + 0.05)
+    again = await request(socket, target("api.task", task, "after"))
+    assert again["type"] == "SUBSCRIBED" and again["meta"]["request_id"] == "after"
+    assert_error(await request(socket, target("api.task", task, "next")), "throttled", "next")
+
+
+async def test_throttled_subscribes_count_against_the_socket_not_the_user(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"SUBSCRIBE_RATE": 0.01, "SUBSCRIBE_BURST": 1}
+    task = domain["task"]
+    first = await connect(token=keys["alice"])
+    second = await connect(token=keys["alice"])
+    assert (await request(first, target("api.task", task, 1)))["type"] == "SUBSCRIBED"
+    assert_error(await request(first, target("api.task", task, 2)), "throttled", 2)
+
+    assert (await request(second, target("api.task", task, 3)))["type"] == "SUBSCRIBED"
+
+
+# Errors (hard: 4008) -----------------------------------------------------------------
+
+
+async def test_error_burst_exceeded_closes_with_4008(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"ERROR_RATE": 0.01, "ERROR_BURST": 5}
+    socket = await connect(token=keys["alice"])
+    other = await connect(token=keys["alice"])
+
+    for _ in range(5):
+        await socket.send_to(text_data="not json")
+        reply = await socket.receive_json_from()
+        assert reply["type"] == "ERROR" and reply["payload"]["code"] == "parse_error"
+    await socket.send_to(text_data="not json")
+
+    await assert_closed_with(socket, 4008)
+    await assert_open(other)
+
+
+async def test_errors_within_the_rate_keep_the_socket_open(connect, domain, keys, settings):
+    rate = 20.0
+    settings.DRF_LIVE = {"ERROR_RATE": rate, "ERROR_BURST": 2}
+    socket = await connect(token=keys["alice"])
+
+    for _ in range(4):
+        for _ in range(2):
+            await socket.send_to(text_data="[]")
+            assert (await socket.receive_json_from())["payload"]["code"] == "parse_error"
+        await asyncio.sleep(2 / rate + 0.05)
+
+    await assert_open(socket)
+
+
+# Sockets per user (hard: 4029) ---------------------------------------------------------
+
+
+async def test_socket_past_max_sockets_per_user_closes_with_4029_and_others_stay_open(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_SOCKETS_PER_USER": 2}
+    first = await connect(token=keys["alice"])
+    second = await connect(token=keys["alice"])
+
+    third = await connect(token=keys["alice"])
+
+    await assert_closed_with(third, 4029)
+    await assert_open(first)
+    await assert_open(second)
+    bob = await connect(token=keys["bob"])  # a per-user limit: bob has room
+    await assert_open(bob)
+
+    await first.disconnect()
+    fourth = await connect(token=keys["alice"])
+    await assert_open(fourth)
+    assert await fourth.receive_nothing(timeout=0.2)
+
+
+async def test_authenticate_frame_past_max_sockets_per_user_closes_with_4029_and_no_reply(
+    connect, domain, keys, settings
+):
+    settings.DRF_LIVE = {"MAX_SOCKETS_PER_USER": 1}
+    first = await connect(token=keys["alice"])
+    second = await connect()
+
+    await second.send_json_to({"action": "authenticate", "token": keys["alice"], "request_id": 1})
+
+    # Nothing after websocket.close: a real ASGI server refuses a send after it.
+    await assert_closed_with(second, 4029)
+    await assert_open(first)
+
+
+# Slow consumers (hard: 4030) -----------------------------------------------------------
+
+
+class StuckConsumer(NotificationConsumer):
+    """A consumer whose client stops taking frames when ``stuck`` is set (its TCP buffers are full)."""
+
+    stuck: asyncio.Event | None = None
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        if self.stuck is not None and self.stuck.is_set():
+            await asyncio.Event().wait()  # never returns: the client does not read
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+
+async def test_client_that_takes_no_frame_within_send_timeout_closes_with_4030_others_continue(
+    connect, domain, keys, settings
+):
+    settings.DRF_LIVE = {"SEND_TIMEOUT": 0.3}
+    task = domain["task"]
+    stuck = asyncio.Event()
+    consumer = type("Stuck", (StuckConsumer,), {"stuck": stuck})
+    slow = WebsocketCommunicator(
+        websocket_application(consumer), PATH, headers=[(b"authorization", f"Token {keys['alice']}".encode())]
+    )
+    assert (await slow.connect())[0]
+    try:
+        reader = await connect(token=keys["bob"])
+        assert (await request(slow, target("api.task", task, 1)))["type"] == "SUBSCRIBED"
+        subscribed = await request(reader, target("api.task", task, 1))
+        stuck.set()
+
+        for n in range(3):
+            task.title = f"Title {n}"
+            await database_sync_to_async(task.save)()
+
+        for n in range(3):
+            event = await reader.receive_json_from(timeout=3)
+            assert event["payload"]["title"] == f"Title {n}"
+            assert event["meta"]["seq"] == subscribed["meta"]["seq"] + 1 + n
+        await assert_closed_with(slow, 4030)
+    finally:
+        await slow.disconnect()
