@@ -42,8 +42,10 @@ DEFAULTS: dict[str, Any] = {
     # Sockets one user may hold open in one server process; more closes the new
     # one with 4029.
     "MAX_SOCKETS_PER_USER": 50,
-    # Seconds a socket may take to accept one frame (its TCP buffers and the
-    # server's write buffer being full) before it is closed with 4030.
+    # A slow consumer (its client not reading, its TCP and the ASGI server's
+    # buffers full) is closed with 4030 when more than SEND_QUEUE_LIMIT frames
+    # wait for it, or when no frame went out to it for SEND_TIMEOUT seconds.
+    "SEND_QUEUE_LIMIT": 1000,
     "SEND_TIMEOUT": 10.0,
     # Events waiting in one process's publisher before new ones are dropped
     # (and the epoch rotated, so no client is told it recovered).

@@ -10,14 +10,18 @@ from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 
 from . import frames
-from .auth import authenticate_token
+from .auth import authenticate_token, header
 from .conf import live_settings
 from .exceptions import Unavailable
 from .frames import CloseCode
+from .hub import Hub, get_hub
 from .limits import TokenBucket, sockets_per_user
+from .outgoing import Outgoing
 from .publisher import publisher
 from .registration import Registration
 from .registry import Registry, site
@@ -30,15 +34,20 @@ logger = logging.getLogger("notifications.consumers")
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
-    """One target this socket receives, and the last seq it was sent."""
+    """One target this socket receives, and the last seq it was sent.
+
+    ``pending`` holds the events that arrive while the snapshot is being taken;
+    they are sent after ``SUBSCRIBED``, those not already in the snapshot.
+    """
 
     target: Target
     group: str
     audience: str
     registration: Registration
-    seq: int
+    seq: int = 0
+    pending: list[dict[str, Any]] | None = None
 
 
 class RequestError(Exception):
@@ -54,8 +63,10 @@ class RequestError(Exception):
 class NotificationConsumer(AsyncWebsocketConsumer):
     """Validates subscriptions with DRF serializers and forwards pre-encoded events.
 
-    No input raises out of this class: every frame gets a reply, and an error
-    reply never closes the socket.
+    The socket has no channel-layer channel of its own: it joins groups through
+    the process's ``Hub``, which receives each group's messages once and hands
+    them to ``hub_message`` of every local member. No input raises out of this
+    class: every frame gets a reply, and an error reply never closes the socket.
     """
 
     registry: Registry = site
@@ -63,14 +74,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user: Any = None
-        self.credentials: tuple[str, str] | None = None
         self.subscriptions: dict[str, Subscription] = {}
-        self.credential_groups: list[str] = []
+        self.credential_keys: list[str] = []
         self.auth_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.counted_user: Any = None
         self.subscribe_bucket = TokenBucket(live_settings.SUBSCRIBE_RATE, live_settings.SUBSCRIBE_BURST)
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
+        # Events held while access is being re-checked (None: none is).
+        self.held: list[dict[str, Any]] | None = None
+        self.rechecks = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.actions: dict[str, Callable[[dict[str, Any], Any], Awaitable[None]]] = {
             "subscribe": self.subscribe,
             "unsubscribe": self.unsubscribe,
@@ -81,28 +95,37 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     # Connection -------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Like AsyncConsumer.__call__, but without a channel per socket: the hub
+        # brings group messages, so only the client's frames are awaited here.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.hub: Hub = get_hub(self.channel_layer)
+        self.base_send = send
+        self.out = Outgoing(
+            send,
+            limit=int(live_settings.SEND_QUEUE_LIMIT),
+            timeout=float(live_settings.SEND_TIMEOUT),
+            on_overflow=self._overflowed,
+            on_error=self._send_failed,
+        )
         try:
-            await super().__call__(scope, receive, send)
-        except Exception as exc:
-            if not _is_layer_failure(exc):
-                raise
-            # The channel layer (Redis) failed under this socket: it would get no
-            # more events. Close with a code that tells the client to reconnect
-            # and recover with `since`.
-            logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, exc)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            # Idempotent: after a normal disconnect() nothing is left to leave.
             self.closed = True
-            sockets_per_user_release(self)
-            try:
-                await send({"type": "websocket.close", "code": CloseCode.LAYER_LOST})
-            except Exception:  # noqa: BLE001 - the client may be gone already.
-                pass
+            self.out.stop()
+            await self.leave_groups()
+            self._release()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels closes stale DB connections before every message; our ORM
-        # work runs in database_sync_to_async, which does that itself, so the
-        # per-event cost (a thread hop) is skipped.
+        # Only the ASGI server's websocket.* messages arrive here. Channels
+        # closes stale DB connections before each; our ORM work runs in
+        # database_sync_to_async, which does that itself.
         handler = getattr(self, message["type"].replace(".", "_"), None)
-        if handler is None or message["type"].startswith("_"):
+        if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
@@ -121,23 +144,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     def _auth_timed_out(self) -> None:
         if not self.is_authenticated:
-            asyncio.ensure_future(self.end(CLOSE_NOT_AUTHENTICATED))
-
-    async def end(self, code: int, *, wait: bool = True) -> None:
-        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``.
-
-        ``wait=False`` closes in the background, for a client that is not
-        reading (the close frame waits behind what it did not read, and the
-        ASGI server drops the connection after its close timeout).
-        """
-        if self.closed:
-            return
-        self.closed = True
-        await self.leave_groups()
-        if wait:
-            await self.close(code)
-        else:
-            self.closing = asyncio.ensure_future(self.close(code))
+            self.spawn(self.end(CLOSE_NOT_AUTHENTICATED))
 
     @property
     def is_authenticated(self) -> bool:
@@ -150,36 +157,95 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 return
             self.counted_user = user.pk
         self.user = user
-        self.credentials = credentials
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
-        groups = [user_group(user.pk)]
+        # The keys under which control messages reach this socket: revoked
+        # credentials close it, a removed membership re-checks its access.
+        keys = [user_group(user.pk)]
         if credentials is not None:
             kind, secret = credentials
-            groups.append(token_group(secret) if kind == "token" else session_group(secret))
-        for group in groups:
-            if group not in self.credential_groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-                self.credential_groups.append(group)
+            keys.append(token_group(secret) if kind == "token" else session_group(secret))
+        for key in keys:
+            if key not in self.credential_keys:
+                self.credential_keys.append(key)
+                try:
+                    await self.hub.attach(key, self)
+                except Exception as exc:
+                    self.hub_lost(key, exc)
+                    return
+
+    async def end(self, code: int, *, wait: bool = True) -> None:
+        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``.
+
+        ``wait=False`` closes in the background, for a client that is not
+        reading (the close frame waits behind what it did not read, and the
+        ASGI server drops the connection after its close timeout).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.out.stop()
+        await self.leave_groups()
+        if wait:
+            await self.out.settle()
+            await self.close(code)
+        else:
+            self.spawn(self._close_after_send(code))
+
+    async def _close_after_send(self, code: int) -> None:
+        await self.out.settle()
+        await self.close(code)
 
     async def disconnect(self, code: int) -> None:
         self.closed = True
-        sockets_per_user_release(self)
+        self.out.stop()
         await self.leave_groups()
 
     async def leave_groups(self) -> None:
         if self.auth_timer is not None:
             self.auth_timer.cancel()
             self.auth_timer = None
-        groups = [subscription.group for subscription in self.subscriptions.values()] + self.credential_groups
+        for key in self.credential_keys:
+            self.hub.detach(key, self)
+        self.credential_keys = []
+        groups = {subscription.group for subscription in self.subscriptions.values()}
         self.subscriptions.clear()
-        self.credential_groups = []
         for group in groups:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:  # noqa: BLE001 - the layer may be gone; the groups expire.
-                logger.warning("Could not leave group %s on disconnect", group, exc_info=True)
+            await self.hub.leave(group, self)
+
+    def _release(self) -> None:
+        self.closed = True
+        if self.counted_user is not None:
+            sockets_per_user.remove(self.counted_user)
+            self.counted_user = None
+        for task in self.tasks:
+            task.cancel()
+
+    def spawn(self, coroutine: Awaitable[Any]) -> None:
+        """Run ``coroutine`` in the background, cancelled if the socket goes away."""
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # Sending ----------------------------------------------------------------
+
+    async def send_frame(self, frame: frames.Frame) -> None:
+        self.send_text(frames.encode(frame))
+
+    def send_text(self, text: str) -> None:
+        """Queue one frame after those before it; never waits for the client."""
+        if not self.closed:
+            self.out.offer(text)
+
+    def _overflowed(self) -> None:
+        logger.info("Slow consumer: closing the socket with %s", CloseCode.SLOW_CONSUMER)
+        self.spawn(self.end(CloseCode.SLOW_CONSUMER, wait=False))
+
+    def _send_failed(self, exc: BaseException) -> None:
+        # The client went away mid-send; the ASGI server tells us with websocket.disconnect.
+        logger.debug("Send failed: %r", exc)
+        self.closed = True
 
     # Client frames --------------------------------------------------------
 
@@ -235,23 +301,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return value
         raise RequestError("invalid", "request_id must be a string or a number.", fields=["request_id"])
 
-    async def send_frame(self, frame: frames.Frame) -> None:
-        await self.send_text(frames.encode(frame))
-
-    async def send_text(self, text: str) -> None:
-        """Send one frame; a client that cannot take it within ``SEND_TIMEOUT`` is closed (4030)."""
-        if self.closed:
-            # A handler can close the socket half-way (an authenticate frame past
-            # MAX_SOCKETS_PER_USER, a slow consumer in a replay): a send after
-            # websocket.close is an ASGI protocol error, so drop the frame.
-            return
-        try:
-            async with asyncio.timeout(float(live_settings.SEND_TIMEOUT)):
-                await self.send(text_data=text)
-        except TimeoutError:
-            logger.info("Slow consumer: closing the socket with %s", CloseCode.SLOW_CONSUMER)
-            await self.end(CloseCode.SLOW_CONSUMER, wait=False)
-
     # Actions --------------------------------------------------------------
 
     async def ping(self, content: dict[str, Any], request_id: Any) -> None:
@@ -273,32 +322,33 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not self.subscribe_bucket.take():
             raise RequestError("throttled")
         data = await self.validate(SubscriptionSerializer, content)
-        if data["target"].stream not in self.subscriptions and len(self.subscriptions) >= int(
-            live_settings.MAX_SUBSCRIPTIONS
-        ):
+        target: Target = data["target"]
+        if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
             raise RequestError(
                 "limit_exceeded", f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first."
             )
-        registration: Registration = data["registration"]
-        target: Target = data["target"]
-        previous = self.subscriptions.get(target.stream)
+        previous = self.subscriptions.pop(target.stream, None)
         if previous is not None and previous.group != data["group"]:
-            await self.channel_layer.group_discard(previous.group, self.channel_name)
-        # Join first, then read the position, then the snapshot: an event is
-        # either in the snapshot (seq <= position) or forwarded afterwards.
-        await self.channel_layer.group_add(data["group"], self.channel_name)
-        subscription = Subscription(target, data["group"], data["audience"], registration, seq=0)
+            await self.hub.leave(previous.group, self)
+        subscription = Subscription(target, data["group"], data["audience"], data["registration"], pending=[])
         self.subscriptions[target.stream] = subscription
         try:
+            # Join first, then read the position, then the snapshot: an event is
+            # either in the snapshot (seq <= position) or sent afterwards.
+            await self.hub.join(subscription.group, self)
             await self.send_snapshot(subscription, data, request_id)
-        except Unavailable:
+        except Exception as exc:
+            # No SUBSCRIBED reply (the layer or store is down, the object vanished
+            # or was hidden since it was validated): no events either.
             await self.drop(subscription)
+            if isinstance(exc, RequestError):
+                raise
+            if not isinstance(exc, Unavailable):
+                logger.warning("Could not subscribe to %s", target.stream, exc_info=True)
             raise RequestError("unavailable") from None
-        except Exception:
-            # No SUBSCRIBED reply (the object vanished or was hidden since it was
-            # validated, or anything else failed): no events either.
-            await self.drop(subscription)
-            raise
+        pending, subscription.pending = subscription.pending or [], None
+        for message in pending:
+            self.forward(subscription, message)
 
     async def send_snapshot(self, subscription: Subscription, data: dict[str, Any], request_id: Any) -> None:
         store = get_store()
@@ -314,7 +364,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                     )
                     await self.send_frame(reply)
                     for _seq, text in replay.frames:
-                        await self.send_text(text)
+                        self.send_text(text)
                     return
             position = await store.position(target.stream)
         except Exception as exc:
@@ -353,8 +403,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frames.reply("UNSUBSCRIBED", None, request_id, **target.meta()))
 
     async def drop(self, subscription: Subscription) -> None:
-        self.subscriptions.pop(subscription.target.stream, None)
-        await self.channel_layer.group_discard(subscription.group, self.channel_name)
+        if self.subscriptions.get(subscription.target.stream) is subscription:
+            del self.subscriptions[subscription.target.stream]
+        await self.hub.leave(subscription.group, self)
 
     async def validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
         return await self._validate(serializer_class, content)
@@ -372,33 +423,70 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     @property
     def host(self) -> str | None:
-        from .auth import header
-
         value = header(self.scope, b"host")
         return value.rsplit(":", 1)[0] if value else None
 
-    # Channel-layer events ---------------------------------------------------
+    # Group messages, from the hub -------------------------------------------
 
-    async def drf_live_event(self, message: dict[str, Any]) -> None:
-        """An event for a target: forwarded once, in seq order, if still subscribed."""
-        subscription = self.subscriptions.get(message["stream"])
-        if self.closed or subscription is None or message["seq"] <= subscription.seq:
+    def hub_message(self, group: str, message: dict[str, Any]) -> None:
+        """A message sent to one of this socket's groups; must not block."""
+        if self.closed:
             return
-        subscription.seq = message["seq"]
-        await self.send_text(message["text"])
+        kind = message.get("type")
+        if kind == "drf_live.event":
+            if self.held is not None:
+                self.held.append(message)
+            else:
+                subscription = self.subscriptions.get(message.get("stream", ""))
+                if subscription is not None:
+                    self.forward(subscription, message)
+        elif kind == "drf_live.recheck":
+            # Hold every event until the re-check is done, so that a socket that
+            # lost access never sees the event of the write that took it away.
+            if self.held is None:
+                self.held = []
+            self.rechecks += 1
+            self.spawn(self.recheck(message.get("stream")))
+        elif kind == "drf_live.close":
+            self.spawn(self.end(int(message.get("code", CLOSE_NOT_AUTHENTICATED))))
 
-    async def drf_live_recheck(self, message: dict[str, Any]) -> None:
+    def hub_lost(self, group: str, error: BaseException) -> None:
+        """The channel layer (Redis) failed: close so that the client reconnects and recovers."""
+        logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
+        self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
+
+    def forward(self, subscription: Subscription, message: dict[str, Any]) -> None:
+        """Send an event once, in seq order, unless the snapshot already holds it."""
+        if subscription.pending is not None:
+            subscription.pending.append(message)
+            return
+        seq = message["seq"]
+        if seq <= subscription.seq:
+            return
+        subscription.seq = seq
+        self.send_text(message["text"])
+
+    async def recheck(self, stream: str | None) -> None:
         """A write may have changed who sees ``stream`` (or, without one, anything)."""
-        stream = message.get("stream")
-        if stream is not None:
-            subscriptions = [self.subscriptions[stream]] if stream in self.subscriptions else []
-        else:
-            subscriptions = list(self.subscriptions.values())
-        if not subscriptions:
-            return
-        for subscription in await self.lost_access(subscriptions):
-            await self.drop(subscription)
-            await self.send_frame(frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked"))
+        try:
+            if stream is not None:
+                subscriptions = [self.subscriptions[stream]] if stream in self.subscriptions else []
+            else:
+                subscriptions = list(self.subscriptions.values())
+            lost = await self.lost_access(subscriptions) if subscriptions else []
+            for subscription in lost:
+                await self.drop(subscription)
+                await self.send_frame(
+                    frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked")
+                )
+        finally:
+            self.rechecks -= 1
+            if self.rechecks == 0 and self.held is not None:
+                held, self.held = self.held, None
+                for message in held:
+                    subscription = self.subscriptions.get(message.get("stream", ""))
+                    if subscription is not None:
+                        self.forward(subscription, message)
 
     @database_sync_to_async
     def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:
@@ -407,23 +495,3 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             for subscription in subscriptions
             if not subscription.registration.is_visible(self.user, subscription.target, host=self.host)
         ]
-
-    async def drf_live_close(self, message: dict[str, Any]) -> None:
-        """The credentials of this socket were revoked."""
-        await self.end(message.get("code", CLOSE_NOT_AUTHENTICATED))
-
-
-def sockets_per_user_release(consumer: NotificationConsumer) -> None:
-    if consumer.counted_user is not None:
-        sockets_per_user.remove(consumer.counted_user)
-        consumer.counted_user = None
-
-
-def _is_layer_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` means the channel layer's backend went away (Redis down)."""
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # pragma: no cover - channels_redis not installed
-        return isinstance(exc, (ConnectionError, OSError))
-    return isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError))

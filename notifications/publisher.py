@@ -1,12 +1,13 @@
 """The one bridge from sync code (a ``save()`` after commit) to the async channel layer.
 
 ``publish()`` never blocks on Redis or on fan-out: it hands the event to an
-event loop and returns. The loop is the ASGI server's own when the caller runs
-inside it (a request thread of the server, or the loop's own thread), so the
-in-memory channel layer works; otherwise (a management command, a worker) it is
-one publishing thread per process with its own loop. Events are delivered one
-at a time, in the order they were published, so a target's seqs follow that
-order. A failure is logged and counted, never raised to the writer.
+event loop and returns. With a Redis channel layer that loop runs in one
+publishing thread per process, so publishing never competes with the ASGI
+server's loop; with the in-memory layer it is the server's own loop (the one
+its sockets run on), or the publishing thread in a process without a server.
+Events are delivered one at a time, in the order they were published, so a
+target's seqs follow that order. A failure is logged and counted, never raised
+to the writer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from channels.layers import get_channel_layer
 
 from .conf import live_settings
 from .frames import encode
+from .hub import control_group
 from .streams import get_store
 from .targets import Target, group_name
 
@@ -45,10 +47,15 @@ class Delivery:
 
 @dataclass
 class Recheck:
-    """Ask the sockets in ``groups`` to re-check their access: to ``stream``, or to everything."""
+    """Ask sockets to re-check their access: to ``stream``, or to everything.
 
-    groups: list[str]
+    ``groups`` are channel-layer groups (a target's subscribers); ``keys`` name
+    sockets through the control group (``user_group(pk)``: that user's sockets).
+    """
+
+    groups: list[str] = field(default_factory=list)
     stream: str | None = None
+    keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,6 +86,12 @@ class Publisher:
         self._home = weakref.ref(loop)
 
     def _target_loop(self) -> asyncio.AbstractEventLoop:
+        if not _layer_in_memory():
+            # Redis: publish from the publishing thread, so that its round trips
+            # and encoding never hold up the server's loop (and the response to
+            # the request that made the write).
+            return self._own_loop()
+        # The in-memory layer must be used from the loop its sockets run on.
         try:
             return asyncio.get_running_loop()
         except RuntimeError:
@@ -154,8 +167,11 @@ class Publisher:
             if isinstance(delivery, Recheck):
                 # Sent before the event that changed access, and a socket handles
                 # its messages in order, so a revoked socket never sees that event.
+                message = {"type": "drf_live.recheck", "stream": delivery.stream}
                 for group in delivery.groups:
-                    await self.send_to_group(group, {"type": "drf_live.recheck", "stream": delivery.stream})
+                    await self.send_to_group(group, message)
+                if delivery.keys:
+                    await self.send_to_group(control_group(), {**message, "to": delivery.keys})
                 continue
             try:
                 position = await store.next(delivery.target.stream)
@@ -232,6 +248,12 @@ class _LoopQueue:
 
     async def idle(self) -> None:
         await self.done.wait()
+
+
+def _layer_in_memory() -> bool:
+    from channels.layers import InMemoryChannelLayer
+
+    return isinstance(get_channel_layer(), InMemoryChannelLayer)
 
 
 def _running_in(loop: asyncio.AbstractEventLoop) -> bool:

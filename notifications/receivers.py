@@ -9,6 +9,7 @@ from django.contrib.auth import user_logged_out
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
 from . import outbox
+from .hub import control_group
 from .publisher import publisher
 from .registry import Registry
 from .targets import session_group, token_group, user_group
@@ -120,10 +121,10 @@ def _connect_credentials() -> None:
         post_delete.connect(_token_deleted, sender="authtoken.Token", dispatch_uid="drf-live-token-deleted")
 
 
-def close_group(group: str, code: int = CLOSE_REVOKED) -> None:
-    """Close every socket in ``group`` with ``code`` (from sync code, after commit)."""
-    message = {"type": "drf_live.close", "code": code}
-    publisher.submit(lambda: publisher.send_to_group(group, message))
+def close_group(key: str, code: int = CLOSE_REVOKED) -> None:
+    """Close every socket attached under ``key`` with ``code`` (from sync code, after commit)."""
+    message = {"type": "drf_live.close", "code": code, "to": [key]}
+    publisher.submit(lambda: publisher.send_to_group(control_group(), message))
 
 
 def _on_commit(group: str) -> None:

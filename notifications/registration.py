@@ -154,7 +154,7 @@ class Registration:
         rechecks = []
         users = sorted({str(pk) for pk in revoked_users})
         if users:
-            rechecks.append(Recheck([user_group(pk) for pk in users]))
+            rechecks.append(Recheck(keys=[user_group(pk) for pk in users]))
         # A user-valued access field (owner, members) says exactly who may have
         # lost access: those users (above). Any other one (a task's project) may
         # hide the object from any of its subscribers.
@@ -163,7 +163,7 @@ class Registration:
             name in self.access_fields and self.model._meta.get_field(name).related_model is not user_model
             for name in changed
         ):
-            rechecks.append(Recheck([group_name(target, audience) for audience in self.audiences], target.stream))
+            rechecks.append(Recheck([group_name(target, audience) for audience in self.audiences], stream=target.stream))
         return rechecks
 
     def revoked_users(self, instance: models.Model) -> list[Any]:

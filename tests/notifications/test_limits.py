@@ -235,26 +235,32 @@ async def test_authenticate_frame_past_max_sockets_per_user_closes_with_4029_and
 # Slow consumers (hard: 4030) -----------------------------------------------------------
 
 
-class StuckConsumer(NotificationConsumer):
-    """A consumer whose client stops taking frames when ``stuck`` is set (its TCP buffers are full)."""
+def stalling(app: Any, stuck: asyncio.Event) -> Any:
+    """``app`` behind a client that stops taking frames when ``stuck`` is set (its TCP buffers are full).
 
-    stuck: asyncio.Event | None = None
+    Only ``websocket.send`` stalls; a close still goes through, as the ASGI
+    server would send it after its close timeout.
+    """
 
-    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
-        if self.stuck is not None and self.stuck.is_set():
-            await asyncio.Event().wait()  # never returns: the client does not read
-        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def stalled_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send" and stuck.is_set():
+                await asyncio.Event().wait()  # never returns: the client does not read
+            await send(message)
+
+        await app(scope, receive, stalled_send)
+
+    return wrapped
 
 
-async def test_client_that_takes_no_frame_within_send_timeout_closes_with_4030_others_continue(
+async def test_client_that_stops_reading_is_closed_with_4030_when_its_queue_overflows_others_continue(
     connect, domain, keys, settings
 ):
-    settings.DRF_LIVE = {"SEND_TIMEOUT": 0.3}
+    settings.DRF_LIVE = {"SEND_QUEUE_LIMIT": 2}
     task = domain["task"]
     stuck = asyncio.Event()
-    consumer = type("Stuck", (StuckConsumer,), {"stuck": stuck})
     slow = WebsocketCommunicator(
-        websocket_application(consumer), PATH, headers=[(b"authorization", f"Token {keys['alice']}".encode())]
+        stalling(websocket_application(), stuck), PATH, headers=[(b"authorization", f"Token {keys['alice']}".encode())]
     )
     assert (await slow.connect())[0]
     try:
@@ -263,14 +269,16 @@ async def test_client_that_takes_no_frame_within_send_timeout_closes_with_4030_o
         subscribed = await request(reader, target("api.task", task, 1))
         stuck.set()
 
-        for n in range(3):
+        # One frame stalls in the send, two wait behind it, the fourth overflows.
+        for n in range(4):
             task.title = f"Title {n}"
             await database_sync_to_async(task.save)()
 
-        for n in range(3):
+        for n in range(4):
             event = await reader.receive_json_from(timeout=3)
             assert event["payload"]["title"] == f"Title {n}"
             assert event["meta"]["seq"] == subscribed["meta"]["seq"] + 1 + n
         await assert_closed_with(slow, 4030)
+        assert await reader.receive_nothing(timeout=0.2)
     finally:
         await slow.disconnect()
