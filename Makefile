@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --port $(PORT)
 	$(PY) -m uvicorn project.asgi:application --host 127.0.0.1 --port $(PORT) \
-		--ws websockets --ws-max-size 65536 --ws-per-message-deflate false
+		--ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -520,7 +520,7 @@ def document(results: list[Result], config: Config, command: str, plot_name: str
         "Servers run one at a time, each freshly started for each scenario, with `DEBUG=0`:",
         "",
         "- **drf-live (as shipped)**: "
-        "`uvicorn project.asgi:application --ws websockets --ws-per-message-deflate false` "
+        "`uvicorn project.asgi:application --ws websockets-sansio --ws-per-message-deflate false` "
         "with `REDIS_URL` (channels_redis core layer), the example project's settings. Clients authenticate with "
         '`Authorization: Token` and subscribe with `{"action": "subscribe", "model": "api.task", "id": ...}`; '
         "every subscription runs the REST API's access checks.",

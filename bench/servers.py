@@ -334,7 +334,7 @@ class ServerKind:
             "--port",
             str(port),
             "--ws",
-            "websockets",
+            "websockets-sansio",
             "--ws-per-message-deflate",
             "false",
             "--log-level",

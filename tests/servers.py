@@ -236,7 +236,7 @@ class AsgiServer:
                 PYTHON, "-m", "uvicorn", "project.asgi:application",
                 "--host", "127.0.0.1",
                 "--port", str(self.port),
-                "--ws", "websockets",
+                "--ws", "websockets-sansio",
                 "--ws-per-message-deflate", "false",
                 "--timeout-graceful-shutdown", "3",
                 *self.extra_args,

@@ -183,7 +183,7 @@ function demoPageTests() {
   async function startServer() {
     const child = start(
       PYTHON,
-      ["-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", String(port), "--ws", "websockets", "--ws-per-message-deflate", "false"],
+      ["-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", String(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
       "server",
     );
     await waitForPort(port, child);
