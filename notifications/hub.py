@@ -143,20 +143,33 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Redis went away: tell every member (they close with 4031 and
-                # their clients reconnect) and forget the group.
-                entry.error = exc
-                if self.groups.get(entry.name) is entry:
-                    del self.groups[entry.name]
-                for member in list(entry.members):
-                    member.hub_lost(entry.name, exc)
-                entry.members.clear()
+                self._lost(exc)
                 return
             for member in list(entry.members):
                 try:
                     member.hub_message(entry.name, message)
                 except Exception:
                     logger.exception("A member failed to take a message for %s", entry.name)
+
+    def _lost(self, error: BaseException) -> None:
+        """The layer failed: forget every group and tell every member.
+
+        One failing receive means the layer's server (Redis) is gone for all of
+        this process's groups, though with channels_redis only the receive that
+        was reading at the time sees the error. Members close with 4031 and
+        their clients reconnect; a later join reaches the layer afresh (and
+        fails while it is still down).
+        """
+        entries = list(self.groups.values())
+        self.groups.clear()
+        current = asyncio.current_task()
+        for entry in entries:
+            entry.error = error
+            if entry.pump is not None and entry.pump is not current:
+                entry.pump.cancel()
+            for member in list(entry.members):
+                member.hub_lost(entry.name, error)
+            entry.members.clear()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Hub]] = weakref.WeakKeyDictionary()

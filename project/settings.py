@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -106,6 +108,9 @@ if REDIS_URL:
                         "socket_connect_timeout": 5,
                         "max_connections": 1000,
                         "health_check_interval": 30,
+                        # After a Redis restart, pooled connections are dead: retry
+                        # a command once on a fresh one rather than fail it.
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
                     }
                     for url in REDIS_URL.split(",")
                 ],

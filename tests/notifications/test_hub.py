@@ -105,3 +105,29 @@ async def test_a_join_that_cannot_reach_the_layer_raises_and_leaves_nothing_behi
     with pytest.raises(ConnectionError):
         await hub.join("drf-live.g", Recorder())
     assert hub.groups == {}
+
+
+async def test_a_failure_in_one_group_ends_every_group_of_the_process() -> None:
+    class FailsOnDemand(InMemoryChannelLayer):
+        broken = False
+
+        async def receive(self, channel: str) -> dict[str, Any]:
+            message = await super().receive(channel)
+            if self.broken:
+                raise ConnectionError("redis is gone")
+            return message
+
+    layer = FailsOnDemand()
+    hub = Hub(layer)
+    first, second = Recorder(), Recorder()
+    await hub.join("drf-live.a", first)
+    await hub.join("drf-live.b", second)
+
+    layer.broken = True
+    await layer.group_send("drf-live.a", {"type": "drf_live.event"})
+    await settle()
+
+    # Only group a's receive saw the failure; group b is dropped all the same.
+    assert first.lost == ["drf-live.a"]
+    assert second.lost == ["drf-live.b"]
+    assert hub.groups == {}
