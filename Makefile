@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test install clean
+.PHONY: run test check install clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test: $(STAMP)
 	else \
 		echo "Skipping the JS tests: install Node.js 20 and npm to run them."; \
 	fi
+
+# Lint, format and types (CI runs it before the tests).
+check: $(STAMP)
+	$(PY) -m ruff check notifications api project tests bench
+	$(PY) -m ruff format --check notifications api project tests
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3* .test-db.sqlite3* .pytest_cache test-output

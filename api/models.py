@@ -17,9 +17,7 @@ class UserQuerySet(models.QuerySet["User"]):
         if not user.is_authenticated:
             return self.none()
         shared = Project.objects.visible_to(user)
-        return self.filter(
-            Q(pk=user.pk) | Q(owned_projects__in=shared) | Q(projects__in=shared)
-        ).distinct()
+        return self.filter(Q(pk=user.pk) | Q(owned_projects__in=shared) | Q(projects__in=shared)).distinct()
 
 
 class ProjectQuerySet(models.QuerySet["Project"]):
@@ -44,7 +42,7 @@ class User(LiveModel, AbstractUser):
     id = HashidAutoField(primary_key=True)
     display_name = models.CharField(max_length=150, blank=True)
 
-    objects = ExampleUserManager()
+    objects = ExampleUserManager()  # type: ignore[misc]  # AbstractUser declares it as a ClassVar
 
     tracker = FieldTracker(fields=["username", "display_name", "email", "is_active"])
 
@@ -74,9 +72,7 @@ class Task(LiveModel):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
     title = models.CharField(max_length=200)
     done = models.BooleanField(default=False)
-    assignee = models.ForeignKey(
-        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks"
-    )
+    assignee = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
 
     objects = TaskQuerySet.as_manager()
 

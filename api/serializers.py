@@ -36,9 +36,7 @@ class UserSerializer(serializers.ModelSerializer):
 
 class ProjectSerializer(serializers.ModelSerializer):
     id = hashid_field(Project, read_only=True)
-    owner = serializers.PrimaryKeyRelatedField(
-        read_only=True, pk_field=hashid_field(User)
-    )
+    owner = serializers.PrimaryKeyRelatedField(read_only=True, pk_field=hashid_field(User))
     members = serializers.PrimaryKeyRelatedField(
         many=True, queryset=User.objects.all(), pk_field=hashid_field(User), required=False
     )
@@ -50,9 +48,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 class TaskSerializer(serializers.ModelSerializer):
     id = hashid_field(Task, read_only=True)
-    project = serializers.PrimaryKeyRelatedField(
-        queryset=Project.objects.all(), pk_field=hashid_field(Project)
-    )
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all(), pk_field=hashid_field(Project))
     assignee = serializers.PrimaryKeyRelatedField(
         queryset=User.objects.all(), pk_field=hashid_field(User), allow_null=True, required=False
     )

@@ -22,9 +22,7 @@ from .permissions import IsOwnerOrReadOnly, IsSelfOrReadOnly
 from .serializers import ProjectSerializer, TaskSerializer, TokenRequestSerializer, UserSerializer
 
 
-class UserViewSet(
-    mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet
-):
+class UserViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = UserSerializer
     permission_classes = [permissions.IsAuthenticated, IsSelfOrReadOnly]
     http_method_names = ["get", "patch", "head", "options"]

@@ -325,7 +325,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         target: Target = data["target"]
         if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
             raise RequestError(
-                "limit_exceeded", f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first."
+                "limit_exceeded",
+                f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
             )
         previous = self.subscriptions.pop(target.stream, None)
         if previous is not None and previous.group != data["group"]:
@@ -360,7 +361,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 if replay.frames is not None:
                     subscription.seq = replay.position.seq
                     reply = frames.reply(
-                        "SUBSCRIBED", None, request_id, **meta, seq=data["since"], epoch=replay.position.epoch, recovered=True
+                        "SUBSCRIBED",
+                        None,
+                        request_id,
+                        **meta,
+                        seq=data["since"],
+                        epoch=replay.position.epoch,
+                        recovered=True,
                     )
                     await self.send_frame(reply)
                     for _seq, text in replay.frames:

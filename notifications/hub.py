@@ -66,7 +66,7 @@ class Hub:
     async def attach(self, key: str, member: Member) -> None:
         """Let control messages addressed to ``key`` reach ``member`` (joins the control group once)."""
         self.keys.setdefault(key, set()).add(member)
-        await self.join(control_group(), self)  # type: ignore[arg-type]
+        await self.join(control_group(), self)
 
     def detach(self, key: str, member: Member) -> None:
         members = self.keys.get(key)

@@ -7,9 +7,9 @@ one transaction publish one event with the final state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
@@ -112,5 +112,3 @@ def _publish_safely(change: Change) -> None:
     except Exception:
         publisher.stats.failed += 1
         logger.exception("Could not publish a change of %s %s", change.registration.label, change.wire_id)
-
-

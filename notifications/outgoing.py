@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 logger = logging.getLogger("notifications.outgoing")
@@ -25,7 +25,7 @@ logger = logging.getLogger("notifications.outgoing")
 class Outgoing:
     def __init__(
         self,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
         *,
         limit: int,
         timeout: float,

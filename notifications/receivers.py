@@ -26,7 +26,9 @@ def connect(registry: Registry) -> None:
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"drf-live-delete-{registration.label}")
         for name in registration.m2m_fields:
             m2m_changed.connect(
-                _m2m_changed, sender=_through(registration, name), dispatch_uid=f"drf-live-m2m-{registration.label}-{name}"
+                _m2m_changed,
+                sender=_through(registration, name),
+                dispatch_uid=f"drf-live-m2m-{registration.label}-{name}",
             )
     _connect_credentials()
 
@@ -110,8 +112,8 @@ def _connect_credentials() -> None:
     global _credentials_connected
     if _credentials_connected:
         return
-    from django.conf import settings
     from django.apps import apps
+    from django.conf import settings
 
     _credentials_connected = True
     user_logged_out.connect(_logged_out, dispatch_uid="drf-live-logout")

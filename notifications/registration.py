@@ -69,7 +69,7 @@ class Registration:
         """The wire ``type`` of a ``create``, ``update`` or ``delete`` event."""
         if kind in self.event_types:
             return self.event_types[kind]
-        return f"{kind.upper()}_{self.model._meta.model_name.upper()}"
+        return f"{kind.upper()}_{self.model.__name__.upper()}"
 
     def get_tracked_fields(self) -> list[str]:
         if self.tracked_fields is not None:
@@ -121,9 +121,14 @@ class Registration:
         if kind == "delete":
             gone = {audience: {"id": wire_id} for audience in self.audiences}
             delete_type = self.get_event_type("delete")
-            return rechecks + [Delivery(target, delete_type, gone)] + [
-                Delivery(Target.collection(self.label, filter), delete_type, gone, {"id": wire_id}) for filter in before
-            ]
+            return (
+                rechecks
+                + [Delivery(target, delete_type, gone)]
+                + [
+                    Delivery(Target.collection(self.label, filter), delete_type, gone, {"id": wire_id})
+                    for filter in before
+                ]
+            )
         if instance is None:
             return []
         payloads = self.serialize_audiences(instance)
@@ -137,19 +142,27 @@ class Registration:
         for filter in before:
             if filter not in after:
                 deliveries.append(
-                    Delivery(Target.collection(self.label, filter), self.get_event_type("delete"), gone, {"id": wire_id})
+                    Delivery(
+                        Target.collection(self.label, filter), self.get_event_type("delete"), gone, {"id": wire_id}
+                    )
                 )
         for filter in after:
             if filter in before:
                 meta = {"id": wire_id, "changed": list(changed)}
-                deliveries.append(Delivery(Target.collection(self.label, filter), self.get_event_type("update"), payloads, meta))
+                deliveries.append(
+                    Delivery(Target.collection(self.label, filter), self.get_event_type("update"), payloads, meta)
+                )
             else:
                 deliveries.append(
-                    Delivery(Target.collection(self.label, filter), self.get_event_type("create"), payloads, {"id": wire_id})
+                    Delivery(
+                        Target.collection(self.label, filter), self.get_event_type("create"), payloads, {"id": wire_id}
+                    )
                 )
         return deliveries
 
-    def get_rechecks(self, target: Target, kind: str, changed: list[str], revoked_users: Iterable[Any]) -> list[Recheck]:
+    def get_rechecks(
+        self, target: Target, kind: str, changed: list[str], revoked_users: Iterable[Any]
+    ) -> list[Recheck]:
         """Who must re-check access before this change's events: nobody unless an access field changed."""
         rechecks = []
         users = sorted({str(pk) for pk in revoked_users})
@@ -163,7 +176,9 @@ class Registration:
             name in self.access_fields and self.model._meta.get_field(name).related_model is not user_model
             for name in changed
         ):
-            rechecks.append(Recheck([group_name(target, audience) for audience in self.audiences], stream=target.stream))
+            rechecks.append(
+                Recheck([group_name(target, audience) for audience in self.audiences], stream=target.stream)
+            )
         return rechecks
 
     def revoked_users(self, instance: models.Model) -> list[Any]:
@@ -195,8 +210,7 @@ class Registration:
         if instance is None:
             return {}
         return {
-            name: self._wire_value(name, getattr(instance, self.model._meta.get_field(name).attname))
-            for name in self.filter_fields
+            name: self._wire_value(name, getattr(instance, self._field(name).attname)) for name in self.filter_fields
         }
 
     def previous_filter_values(self, instance: models.Model) -> dict[str, str | None]:
@@ -216,8 +230,20 @@ class Registration:
             return None
         if isinstance(raw, models.Model):
             raw = raw.pk
-        related = self.registry.get_for(self.model._meta.get_field(name).related_model)
+        related = self._related_registration(name)
         return related.wire_id(raw) if related is not None else str(raw)
+
+    def _field(self, name: str) -> models.Field[Any, Any]:
+        field = self.model._meta.get_field(name)
+        assert isinstance(field, models.Field), f"{self.label}.{name} is not a concrete field"
+        return field
+
+    def _related_registration(self, name: str) -> Registration | None:
+        """The registration of the model that the foreign key ``name`` points to, if registered."""
+        related_model = self._field(name).related_model
+        if not isinstance(related_model, type):
+            return None
+        return self.registry.get_for(related_model)
 
     def _collections(self, values: dict[str, str | None]) -> list[dict[str, str]]:
         """Every filter (one per non-empty set of filter fields) whose collection holds these values."""
@@ -235,7 +261,7 @@ class Registration:
         """
         lookups: dict[str, Any] = {}
         for name, value in filter.items():
-            related = self.registry.get_for(self.model._meta.get_field(name).related_model)
+            related = self._related_registration(name)
             if related is None:
                 return None
             pk = related.decode_id(value)

@@ -17,7 +17,7 @@ websocket_urlpatterns = [
 
 def websocket_application(consumer: type[NotificationConsumer] = NotificationConsumer) -> Any:
     """The ``"websocket"`` entry of a ``ProtocolTypeRouter``: auth, then the consumer."""
-    patterns = websocket_urlpatterns if consumer is NotificationConsumer else [
-        path("ws/notifications/", consumer.as_asgi())
-    ]
+    patterns = (
+        websocket_urlpatterns if consumer is NotificationConsumer else [path("ws/notifications/", consumer.as_asgi())]
+    )
     return LiveAuthMiddlewareStack(URLRouter(patterns))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from .registry import Registry, site
 from .targets import Target, group_name
@@ -113,7 +114,7 @@ def error_code(errors: Any) -> tuple[str, list[str]]:
     codes = _codes(errors)
     if NOT_FOUND in codes:
         return NOT_FOUND, []
-    fields = sorted(name for name in errors if name != serializers.api_settings.NON_FIELD_ERRORS_KEY)
+    fields = sorted(name for name in errors if name != api_settings.NON_FIELD_ERRORS_KEY)
     return "invalid", fields
 
 

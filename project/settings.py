@@ -88,9 +88,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
     # A file, so that test threads (database_sync_to_async) share it; one per
     # test process, so that concurrent runs do not share it.
-    DATABASES["default"]["TEST"] = {
-        "NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")
-    }
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
@@ -135,11 +133,7 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 # The demo page (api/templates/api/demo.html) loads redux as an ES module from node_modules, which
 # `npm ci` fills (`make run` does); nothing third-party is committed. Without it the page says so.
-STATICFILES_DIRS = [
-    ("vendor/redux", path)
-    for path in [BASE_DIR / "node_modules" / "redux" / "dist"]
-    if path.is_dir()
-]
+STATICFILES_DIRS = [("vendor/redux", path) for path in [BASE_DIR / "node_modules" / "redux" / "dist"] if path.is_dir()]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

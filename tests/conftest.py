@@ -24,9 +24,7 @@ def make_user(db: Any) -> Any:
     from api.models import User
 
     def make(username: str, **extra: Any) -> User:
-        user = User.objects.create_user(
-            username=username, password="pw", email=f"{username}@example.com", **extra
-        )
+        user = User.objects.create_user(username=username, password="pw", email=f"{username}@example.com", **extra)
         return user
 
     return make

@@ -121,7 +121,9 @@ def test_a_user_may_change_their_own_display_name(domain: dict[str, Any], client
 def test_username_and_email_are_read_only(domain: dict[str, Any], client_for: Any) -> None:
     alice = domain["alice"]
 
-    client_for(alice).patch(f"/api/users/{alice.pk}/", {"username": "mallory", "email": "m@evil.example"}, format="json")
+    client_for(alice).patch(
+        f"/api/users/{alice.pk}/", {"username": "mallory", "email": "m@evil.example"}, format="json"
+    )
 
     alice.refresh_from_db()
     assert (alice.username, alice.email) == ("alice", "alice@example.com")
@@ -243,7 +245,9 @@ def test_a_member_may_create_change_and_delete_tasks(domain: dict[str, Any], cli
     bob, website = domain["bob"], domain["website"]
     client = client_for(bob)
 
-    created = client.post("/api/tasks/", {"project": str(website.pk), "title": "New", "assignee": str(bob.pk)}, format="json")
+    created = client.post(
+        "/api/tasks/", {"project": str(website.pk), "title": "New", "assignee": str(bob.pk)}, format="json"
+    )
     assert created.status_code == 201
     task_id = created.json()["id"]
     assert_hashid(task_id, Task)
@@ -269,7 +273,9 @@ def test_a_task_cannot_be_created_in_an_invisible_project(domain: dict[str, Any]
 def test_a_task_cannot_be_moved_into_an_invisible_project(domain: dict[str, Any], client_for: Any) -> None:
     task = domain["task"]
 
-    response = client_for(domain["bob"]).patch(f"/api/tasks/{task.pk}/", {"project": str(domain["secret"].pk)}, format="json")
+    response = client_for(domain["bob"]).patch(
+        f"/api/tasks/{task.pk}/", {"project": str(domain["secret"].pk)}, format="json"
+    )
 
     assert response.status_code == 400
     assert Task.objects.get(pk=task.pk).project == domain["website"]

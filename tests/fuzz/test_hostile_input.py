@@ -128,8 +128,10 @@ wild_dicts = st.builds(
 )
 # A well-formed request (to a visible or an invisible object) with at most one hostile
 # key: these get past the parsing into validation, the REST rules and the snapshot.
-mutation = st.just({}) | st.just({}) | st.sampled_from(sorted(protocol_values)).flatmap(
-    lambda key: protocol_values[key].map(lambda value: {key: value})
+mutation = (
+    st.just({})
+    | st.just({})
+    | st.sampled_from(sorted(protocol_values)).flatmap(lambda key: protocol_values[key].map(lambda value: {key: value}))
 )
 request_ids = st.fixed_dictionaries({}, optional={"request_id": st.text(max_size=10) | st.integers()})
 OBJECTS_OF = {

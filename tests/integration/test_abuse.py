@@ -323,9 +323,10 @@ def publish_big_events(server: Server, task_id: str) -> None:
 async def test_client_that_stops_reading_is_closed_with_4030_while_a_reader_gets_every_event(server: Server) -> None:
     task = await a_website_task(server, "Choose a colour scheme")
     sock = small_buffer_socket(server.asgi.port)
-    async with ws_as(server, server.tokens["bob"]) as reader, ws_as(
-        server, server.tokens["alice"], sock=sock, max_queue=1, ping_interval=None
-    ) as slow:
+    async with (
+        ws_as(server, server.tokens["bob"]) as reader,
+        ws_as(server, server.tokens["alice"], sock=sock, max_queue=1, ping_interval=None) as slow,
+    ):
         await subscribe(slow, "api.task", id=task["id"])
         subscribed = await subscribe(reader, "api.task", id=task["id"])
         rss_before = rss_bytes(server)

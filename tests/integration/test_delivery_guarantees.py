@@ -195,8 +195,16 @@ async def writer(server_env: dict[str, str]) -> AsyncIterator[Writer]:
     OUTPUT.mkdir(exist_ok=True)
     with (OUTPUT / "race-writer.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            PYTHON, MANAGE, "shell", "-c", Writer.CODE,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, env=server_env, cwd=ROOT,
+            PYTHON,
+            MANAGE,
+            "shell",
+            "-c",
+            Writer.CODE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=server_env,
+            cwd=ROOT,
         )
         try:
             yield Writer(process)
@@ -292,7 +300,12 @@ async def test_reconnect_with_since_on_another_server_replays_exactly_the_missed
         recovered = await subscribe(ws, "api.task", request_id=2, id=task["id"], since=since, epoch=epoch)
         assert recovered["payload"] is None
         assert recovered["meta"] == {
-            "request_id": 2, "model": "api.task", "id": task["id"], "seq": since, "epoch": epoch, "recovered": True,
+            "request_id": 2,
+            "model": "api.task",
+            "id": task["id"],
+            "seq": since,
+            "epoch": epoch,
+            "recovered": True,
         }
         missed = [await recv_json(ws) for _ in range(AWAY_WRITES)]
         assert missed == live  # The very frames the watcher got live, in seq order.

@@ -86,7 +86,9 @@ async def test_events_recorded_by_one_store_replay_from_another(
     assert replay.position == Position(3, position.epoch)
     assert replay.frames == [(2, "event 2"), (3, "event 3")]
     assert (await reader.replay(stream, 0, position.epoch, "self")).frames == [
-        (1, "mine 1"), (2, "mine 2"), (3, "mine 3")
+        (1, "mine 1"),
+        (2, "mine 2"),
+        (3, "mine 3"),
     ]
     assert (await reader.replay(stream, 3, position.epoch, "all")).frames == []
     # Another history, a future seq, an audience that was never recorded: nothing is promised.
@@ -126,9 +128,7 @@ async def test_flushall_changes_the_epoch(
 
 
 @pytest.mark.asyncio
-async def test_mark_lost_rotates_the_epoch_for_every_store(
-    stores: Callable[[], RedisStreamStore], stream: str
-) -> None:
+async def test_mark_lost_rotates_the_epoch_for_every_store(stores: Callable[[], RedisStreamStore], stream: str) -> None:
     failed, other = stores(), stores()
     before = await failed.next(stream)
     await failed.record(stream, before.seq, {"all": "one"})

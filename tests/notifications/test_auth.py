@@ -153,7 +153,9 @@ async def request(communicator: Any, frame: dict[str, Any]) -> dict[str, Any]:
 
 async def whoami(communicator: Any, user: Any) -> dict[str, Any]:
     """Subscribe to ``user``: the reply shows ``email`` only if the socket is that user."""
-    return await request(communicator, {"action": "subscribe", "model": "api.user", "id": str(user.pk), "request_id": 1})
+    return await request(
+        communicator, {"action": "subscribe", "model": "api.user", "id": str(user.pk), "request_id": 1}
+    )
 
 
 @database_sync_to_async
@@ -276,7 +278,9 @@ async def test_token_header_authenticates(connect, domain, token_for):
 async def test_token_header_wins_over_session_cookie(connect, domain, token_for, session_cookie):
     alice, bob = domain["alice"], domain["bob"]
 
-    socket = await connect(token=await database_sync_to_async(token_for)(bob), headers=[await session_cookie(alice), GOOD_ORIGIN])
+    socket = await connect(
+        token=await database_sync_to_async(token_for)(bob), headers=[await session_cookie(alice), GOOD_ORIGIN]
+    )
 
     await assert_authenticated_as(socket, bob)
     as_alice_seen_by_bob = await request(
@@ -289,7 +293,9 @@ async def test_token_header_wins_over_session_cookie(connect, domain, token_for,
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_wrong_token_header_is_refused_even_with_a_good_session_cookie(connect, domain, session_cookie):
-    await connect(headers=[(b"authorization", b"Token wrong"), await session_cookie(domain["alice"]), GOOD_ORIGIN], accepted=False)
+    await connect(
+        headers=[(b"authorization", b"Token wrong"), await session_cookie(domain["alice"]), GOOD_ORIGIN], accepted=False
+    )
 
 
 @pytest.mark.asyncio

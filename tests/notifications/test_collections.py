@@ -92,7 +92,9 @@ async def test_filter_on_an_undeclared_field_is_invalid(domain: Any, token_for: 
     assert reply["payload"]["fields"] == ["filter"]
 
 
-async def test_create_update_delete_reach_the_collection_in_seq_order(domain: Any, token_for: Any, sockets: list) -> None:
+async def test_create_update_delete_reach_the_collection_in_seq_order(
+    domain: Any, token_for: Any, sockets: list
+) -> None:
     keys = await database_sync_to_async(tokens)(domain, token_for)
     bob = await connect(keys["bob"])
     sockets.append(bob)
@@ -141,7 +143,12 @@ async def test_a_task_moved_leaves_one_collection_and_enters_the_other(
     assert left == {
         "type": "DELETE_TASK",
         "payload": {"id": str(task.pk)},
-        "meta": {"model": "api.task", "filter": {"project": str(domain["website"].pk)}, "id": str(task.pk), "seq": website_seq + 1},
+        "meta": {
+            "model": "api.task",
+            "filter": {"project": str(domain["website"].pk)},
+            "id": str(task.pk),
+            "seq": website_seq + 1,
+        },
     }
     assert entered["type"] == "CREATE_TASK"
     assert entered["payload"]["project"] == str(other.pk)

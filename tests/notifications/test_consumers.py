@@ -44,9 +44,7 @@ async def assert_open(communicator: WebsocketCommunicator) -> None:
     assert reply == {"type": "PONG", "payload": None, "meta": {"request_id": "still-open"}}
 
 
-def assert_error(
-    frame: dict[str, Any], code: str, *, request_id: Any = None, fields: list[str] | None = None
-) -> None:
+def assert_error(frame: dict[str, Any], code: str, *, request_id: Any = None, fields: list[str] | None = None) -> None:
     """``frame`` is exactly an FSA error reply with ``code`` (and ``fields`` for ``invalid``)."""
     assert set(frame) == {"type", "error", "payload", "meta"}, frame
     assert frame["type"] == "ERROR"
@@ -208,7 +206,9 @@ async def test_replies_echo_string_and_number_request_ids(connect, domain, alice
     assert subscribed["meta"]["request_id"] == request_id
     assert type(subscribed["meta"]["request_id"]) is type(request_id)
 
-    unsubscribed = await request(socket, {"action": "unsubscribe", "model": "api.task", "id": str(task.pk), "request_id": request_id})
+    unsubscribed = await request(
+        socket, {"action": "unsubscribe", "model": "api.task", "id": str(task.pk), "request_id": request_id}
+    )
     assert unsubscribed["meta"]["request_id"] == request_id
 
     pong = await request(socket, {"action": "ping", "request_id": request_id})
@@ -289,7 +289,13 @@ async def test_write_sends_update_with_changed_fields_and_next_seqs(connect, dom
     await save_title(task, "Write all the docs")
     second = await socket.receive_json_from()
 
-    payload = {"id": str(task.pk), "project": str(website.pk), "title": "Write the docs", "done": False, "assignee": None}
+    payload = {
+        "id": str(task.pk),
+        "project": str(website.pk),
+        "title": "Write the docs",
+        "done": False,
+        "assignee": None,
+    }
     assert first == {
         "type": "UPDATE_TASK",
         "payload": payload,
@@ -368,12 +374,16 @@ async def test_user_payloads_show_email_only_to_that_user(connect, domain, alice
     other_event = await as_bob.receive_json_from()
 
     assert own_event["type"] == other_event["type"] == "UPDATE_USER"
-    assert own_event["meta"] == other_event["meta"] == {
-        "model": "api.user",
-        "id": str(alice.pk),
-        "changed": ["display_name"],
-        "seq": own["meta"]["seq"] + 1,
-    }
+    assert (
+        own_event["meta"]
+        == other_event["meta"]
+        == {
+            "model": "api.user",
+            "id": str(alice.pk),
+            "changed": ["display_name"],
+            "seq": own["meta"]["seq"] + 1,
+        }
+    )
     assert own_event["payload"] == await rest_get(alice, url)
     assert own_event["payload"]["email"] == "alice@example.com"
     assert other_event["payload"] == await rest_get(bob, url)
@@ -384,7 +394,9 @@ async def test_user_payloads_show_email_only_to_that_user(connect, domain, alice
 # Errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["not json", "{", '{"action": "ping"', "[1, 2]", "[]", "5", "-1.5", '"subscribe"', "null", "true"])
+@pytest.mark.parametrize(
+    "text", ["not json", "{", '{"action": "ping"', "[1, 2]", "[]", "5", "-1.5", '"subscribe"', "null", "true"]
+)
 async def test_text_that_is_not_a_json_object_is_a_parse_error(connect, domain, alice_key, text):
     socket = await connect(token=alice_key)
 
@@ -452,7 +464,9 @@ async def test_unknown_action_is_an_error(connect, domain, alice_key):
 async def test_action_that_is_not_a_string_is_invalid(connect, domain, alice_key, action):
     socket = await connect(token=alice_key)
 
-    reply = await request(socket, {"action": action, "model": "api.task", "id": str(domain["task"].pk), "request_id": 4})
+    reply = await request(
+        socket, {"action": action, "model": "api.task", "id": str(domain["task"].pk), "request_id": 4}
+    )
 
     assert_error(reply, "invalid", request_id=4, fields=["action"])
     await assert_open(socket)
@@ -684,7 +698,9 @@ async def test_resubscribe_with_since_recovers_missed_events_in_order(connect, d
 
     reply = await request(socket, subscribe_task(task, request_id=2, since=since, epoch=epoch))
 
-    assert_subscribed(reply, None, model="api.task", id=str(task.pk), request_id=2, seq=since, epoch=epoch, recovered=True)
+    assert_subscribed(
+        reply, None, model="api.task", id=str(task.pk), request_id=2, seq=since, epoch=epoch, recovered=True
+    )
     missed = [await socket.receive_json_from() for _ in range(3)]
     assert_missed_updates(missed, task, since)
     assert await socket.receive_nothing()
@@ -705,7 +721,9 @@ async def test_reconnect_with_since_recovers_missed_events(connect, domain, alic
     again = await connect(token=alice_key)
     reply = await request(again, subscribe_task(task, request_id="back", since=since, epoch=epoch))
 
-    assert_subscribed(reply, None, model="api.task", id=str(task.pk), request_id="back", seq=since, epoch=epoch, recovered=True)
+    assert_subscribed(
+        reply, None, model="api.task", id=str(task.pk), request_id="back", seq=since, epoch=epoch, recovered=True
+    )
     assert_missed_updates([await again.receive_json_from() for _ in range(3)], task, since)
     await save_title(task, "four")
     assert (await again.receive_json_from())["meta"]["seq"] == since + 4
@@ -724,7 +742,9 @@ async def test_resubscribe_with_wrong_epoch_gets_fresh_snapshot(connect, domain,
 
     current = await rest_get(domain["alice"], task_url(task))
     assert current["title"] == "three"
-    assert_subscribed(reply, current, model="api.task", id=str(task.pk), request_id=3, seq=since + 3, epoch=epoch, recovered=False)
+    assert_subscribed(
+        reply, current, model="api.task", id=str(task.pk), request_id=3, seq=since + 3, epoch=epoch, recovered=False
+    )
     assert await socket.receive_nothing()
     await save_title(task, "four")
     assert (await socket.receive_json_from())["meta"]["seq"] == since + 4
@@ -805,7 +825,7 @@ async def test_flood_of_bad_frames_gets_one_error_each_and_socket_stays_open(
     socket = await connect(token=alice_key)
     task_id, hidden_id = str(domain["task"].pk), str(domain["hidden"].pk)
     rng = random.Random(20240611)
-    texts = ["not json", "{", "[1, 2]", "5", '"x"', "null", "{\"action\": ", " ", "{'a': 1}"]
+    texts = ["not json", "{", "[1, 2]", "5", '"x"', "null", '{"action": ', " ", "{'a': 1}"]
     objects: list[Any] = [
         {"action": "subscribe"},
         {"action": "subscribe", "model": 5, "id": task_id},

@@ -17,7 +17,6 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from notifications.consumers import NotificationConsumer
 from notifications.routing import websocket_application
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]

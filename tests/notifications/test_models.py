@@ -446,7 +446,9 @@ def test_event_types_rename_the_events(sent: Recorder, live: dict[str, Any], rep
     assert [delivery.type for delivery in sent.to(Target("api.task", id=wire_id))] == ["TASK_CHANGED", "TASK_GONE"]
 
 
-def test_a_model_unregistered_at_runtime_sends_nothing(sent: Recorder, live: dict[str, Any], replace_registration: Any) -> None:
+def test_a_model_unregistered_at_runtime_sends_nothing(
+    sent: Recorder, live: dict[str, Any], replace_registration: Any
+) -> None:
     replace_registration(Task, type(site.get(Task)))
     site.unregister(Task)
     task = live["task"]

@@ -95,7 +95,13 @@ async def test_a_failing_send_is_reported_and_stops_the_socket() -> None:
         raise ConnectionResetError("gone")
 
     events: list[str] = []
-    out = Outgoing(broken, limit=5, timeout=5.0, on_overflow=lambda: events.append("overflow"), on_error=lambda exc: events.append(type(exc).__name__))
+    out = Outgoing(
+        broken,
+        limit=5,
+        timeout=5.0,
+        on_overflow=lambda: events.append("overflow"),
+        on_error=lambda exc: events.append(type(exc).__name__),
+    )
 
     out.offer("a")
     out.offer("b")
@@ -112,7 +118,13 @@ async def test_a_send_failing_after_it_suspended_is_reported() -> None:
         raise ConnectionResetError("gone")
 
     events: list[str] = []
-    out = Outgoing(fails_later, limit=5, timeout=5.0, on_overflow=lambda: events.append("overflow"), on_error=lambda exc: events.append(type(exc).__name__))
+    out = Outgoing(
+        fails_later,
+        limit=5,
+        timeout=5.0,
+        on_overflow=lambda: events.append("overflow"),
+        on_error=lambda exc: events.append(type(exc).__name__),
+    )
     out.offer("a")
     gate.set()
     await asyncio.sleep(0.01)

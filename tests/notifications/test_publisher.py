@@ -93,7 +93,9 @@ async def test_each_audience_gets_its_own_frame_with_one_seq(joined: tuple[Any, 
     await layer.group_add(group_name(target, "self"), mine)
     await layer.group_add(group_name(target, "others"), theirs)
 
-    publisher.publish([Delivery(target, "UPDATE_USER", {"self": {"email": "a@x"}, "others": {}}, {"changed": ["email"]})])
+    publisher.publish(
+        [Delivery(target, "UPDATE_USER", {"self": {"email": "a@x"}, "others": {}}, {"changed": ["email"]})]
+    )
     await publisher.drain()
     to_self, to_others = await layer.receive(mine), await layer.receive(theirs)
 
@@ -141,7 +143,9 @@ async def test_a_failing_channel_layer_is_counted_and_rotates_the_epoch(
 
 
 @pytest.mark.asyncio
-async def test_a_failure_does_not_stop_the_events_after_it(joined: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failure_does_not_stop_the_events_after_it(
+    joined: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     layer, channel = joined
     real = layer.group_send
     calls = 0

@@ -35,7 +35,9 @@ def on_site() -> Any:
     """Register models on ``site`` for one test, and unregister them afterwards."""
     added: list[type[models.Model]] = []
 
-    def register(model: type[models.Model], registration_class: type[Registration] | None = None, **options: Any) -> Registration:
+    def register(
+        model: type[models.Model], registration_class: type[Registration] | None = None, **options: Any
+    ) -> Registration:
         registration = site.register(model, registration_class, **options)
         added.append(model)
         return registration
@@ -102,8 +104,25 @@ def test_get_by_label_accepts_labels_as_get_model_does(registry: Registry, label
 
 @pytest.mark.parametrize(
     "label",
-    [None, 5, 1.5, ["api.task"], {"api": "task"}, b"api.task", "", "x", "api", "api.", ".task", "a.b.c",
-     "api.task.extra", "api.nope", "nope.task", "auth.group", "api.project"],
+    [
+        None,
+        5,
+        1.5,
+        ["api.task"],
+        {"api": "task"},
+        b"api.task",
+        "",
+        "x",
+        "api",
+        "api.",
+        ".task",
+        "a.b.c",
+        "api.task.extra",
+        "api.nope",
+        "nope.task",
+        "auth.group",
+        "api.project",
+    ],
 )
 def test_get_by_label_returns_none_for_anything_not_registered(registry: Registry, label: Any) -> None:
     registry.register(Task, TaskRegistration)

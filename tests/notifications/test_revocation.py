@@ -132,7 +132,9 @@ async def test_writes_that_cannot_change_access_trigger_no_recheck(
     assert is_visible_calls == []
 
 
-async def test_adding_a_member_revokes_nobody(domain: Any, token_for: Any, connect: Any, is_visible_calls: list[Any]) -> None:
+async def test_adding_a_member_revokes_nobody(
+    domain: Any, token_for: Any, connect: Any, is_visible_calls: list[Any]
+) -> None:
     website = domain["website"]
     bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
     await subscribe(bob_socket, "api.project", id=str(website.pk))

@@ -64,7 +64,11 @@ async def test_replay_returns_the_missed_frames_of_the_audience_in_order() -> No
 
     assert replay.position == position
     assert replay.frames == [(3, "others-3"), (4, "others-4"), (5, "others-5")]
-    assert (await store.replay(STREAM, 2, position.epoch, "self")).frames == [(3, "self-3"), (4, "self-4"), (5, "self-5")]
+    assert (await store.replay(STREAM, 2, position.epoch, "self")).frames == [
+        (3, "self-3"),
+        (4, "self-4"),
+        (5, "self-5"),
+    ]
 
 
 @pytest.mark.asyncio
@@ -151,9 +155,15 @@ async def test_two_stores_never_share_an_epoch() -> None:
 # Choosing the store ----------------------------------------------------------------
 
 
-@override_settings(DRF_LIVE={"STORE_URL": "memory"}, CHANNEL_LAYERS={
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://redis.example:6379/0"]}}
-})
+@override_settings(
+    DRF_LIVE={"STORE_URL": "memory"},
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://redis.example:6379/0"]},
+        }
+    },
+)
 def test_store_url_memory_means_process_memory() -> None:
     assert store_url() is None
     assert isinstance(get_store(), MemoryStreamStore)
@@ -167,26 +177,40 @@ def test_store_url_can_be_given() -> None:
     assert store.url == "redis://store.example:6380/3"
 
 
-@override_settings(CHANNEL_LAYERS={
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://layer.example:6379/2"]}}
-})
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://layer.example:6379/2"]},
+        }
+    }
+)
 def test_store_url_follows_a_channels_redis_layer_with_a_string_host() -> None:
     assert store_url() == "redis://layer.example:6379/2"
 
 
-@override_settings(CHANNEL_LAYERS={
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [{"address": "redis://layer.example:6390", "socket_timeout": None}, {"address": "redis://second:1"}]},
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {"address": "redis://layer.example:6390", "socket_timeout": None},
+                    {"address": "redis://second:1"},
+                ]
+            },
+        }
     }
-})
+)
 def test_store_url_follows_a_channels_redis_layer_with_a_dict_host() -> None:
     assert store_url() == "redis://layer.example:6390"
 
 
-@override_settings(CHANNEL_LAYERS={
-    "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [("layer.example", 6391)]}}
-})
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [("layer.example", 6391)]}}
+    }
+)
 def test_store_url_follows_a_channels_redis_layer_with_a_tuple_host() -> None:
     assert store_url() == "redis://layer.example:6391"
 

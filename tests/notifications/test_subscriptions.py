@@ -55,7 +55,9 @@ def raw_id(model: type, hashid: str) -> int:
         ({"model": "api.task", "id": "TASK", "since": 3}, ["epoch", "since"]),
     ],
 )
-def test_malformed_requests_are_invalid_and_name_their_fields(domain: dict[str, Any], data: dict[str, Any], fields: list[str]) -> None:
+def test_malformed_requests_are_invalid_and_name_their_fields(
+    domain: dict[str, Any], data: dict[str, Any], fields: list[str]
+) -> None:
     if data.get("id") == "TASK":
         data = {**data, "id": domain["task"].pk}
 
@@ -148,7 +150,9 @@ def test_since_and_epoch_are_accepted_together(domain: dict[str, Any]) -> None:
 
 
 def test_get_group_name_before_is_valid_says_what_to_do(domain: dict[str, Any]) -> None:
-    serializer = SubscriptionSerializer(data={"model": "api.task", "id": domain["task"].pk}, context={"user": domain["alice"]})
+    serializer = SubscriptionSerializer(
+        data={"model": "api.task", "id": domain["task"].pk}, context={"user": domain["alice"]}
+    )
 
     with pytest.raises(AssertionError, match="is_valid"):
         serializer.get_group_name()

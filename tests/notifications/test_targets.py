@@ -107,7 +107,10 @@ def test_distinct_targets_never_share_a_group() -> None:
     targets += [Target("api.project", id=value) for value in ODD_VALUES]
     targets += [Target.collection("api.task", {"project": value}) for value in ODD_VALUES]
     targets += [Target.collection("api.task", {"assignee": value}) for value in ODD_VALUES]
-    targets += [Target.collection("api.task", {"project": a, "assignee": b}) for a, b in itertools.product(ODD_VALUES[:6], repeat=2)]
+    targets += [
+        Target.collection("api.task", {"project": a, "assignee": b})
+        for a, b in itertools.product(ODD_VALUES[:6], repeat=2)
+    ]
     # Long values that differ only at their end.
     targets += [Target("api.task", id="y" * 200 + str(i)) for i in range(20)]
     targets += [Target.collection("api.task", {"project": "z" * 200 + str(i)}) for i in range(20)]
@@ -151,7 +154,10 @@ def test_filter_order_does_not_matter() -> None:
 
 def test_target_meta_names_the_target_on_the_wire() -> None:
     assert Target("api.task", id="Xk3").meta() == {"model": "api.task", "id": "Xk3"}
-    assert Target.collection("api.task", {"project": "a8B"}).meta() == {"model": "api.task", "filter": {"project": "a8B"}}
+    assert Target.collection("api.task", {"project": "a8B"}).meta() == {
+        "model": "api.task",
+        "filter": {"project": "a8B"},
+    }
     assert Target.collection("api.task", {"project": "a8B"}).is_collection
     assert not Target("api.task", id="Xk3").is_collection
 

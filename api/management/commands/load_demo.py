@@ -23,7 +23,9 @@ class Command(BaseCommand):
     help = "Load the demo data (safe to run twice) and print the demo users and their tokens."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--port", default="8000", help="Port the demo server listens on (for the printed commands).")
+        parser.add_argument(
+            "--port", default="8000", help="Port the demo server listens on (for the printed commands)."
+        )
         parser.add_argument("--quiet", action="store_true", help="Load without printing the walkthrough.")
 
     @transaction.atomic
@@ -77,5 +79,5 @@ class Command(BaseCommand):
         out("  Then change it as alice:")
         out(
             f"    curl -X PATCH -H 'Authorization: Token {alice}' -H 'Content-Type: application/json' "
-            f"-d '{{\"title\": \"Write the landing page today\"}}' {base}/api/tasks/{task.pk}/"
+            f'-d \'{{"title": "Write the landing page today"}}\' {base}/api/tasks/{task.pk}/'
         )
