@@ -3,7 +3,8 @@
  *
  * Two users watch project "Website" in two browser contexts: an edit on one page shows on the other
  * without a reload; and a write made while the server is down is recovered from Redis history when the
- * page reconnects (`recovered: true`, then the missed event). Screenshots go to test-output/browser/.
+ * page reconnects (`recovered: true`, then the missed event); and when alice removes bob from the project,
+ * it disappears from bob's page (revoked), not from hers. Screenshots go to test-output/browser/.
  *
  * Needs /usr/bin/chromium (`apt-get install chromium`), redis-server, .venv and `npm ci`. Without them
  * the suite is skipped, unless DRF_LIVE_REQUIRE_BROWSER=1 (CI), where it fails.
@@ -159,6 +160,51 @@ function demoPageTests() {
     }
   });
 
+  it("removes project Website and its tasks from bob's page when alice removes him from it", { timeout: 30_000 }, async (t) => {
+    const website = await projectId(bob, "Website");
+    await bob.waitForSelector(`[data-project-id="${website}"] h2:text-is("Website")`, { timeout: WAIT });
+    const tasks = await tasksOf(bob, website);
+    assert.ok(tasks.length >= 2, `bob's page shows ${tasks.length} Website tasks`);
+    for (const id of tasks) assert.equal(await bob.locator(`[data-project-id="${website}"] [data-task-id="${id}"]`).count(), 1);
+    await bob.evaluate(() => (window.__removalMarker = "still here"));
+    const mark = await bob.evaluate(() => window.__drfLiveLog.length);
+
+    // As alice, through the REST API with her token: the write that takes bob's access away.
+    const base = `http://127.0.0.1:${port}`;
+    const { token } = await json("POST", `${base}/api/auth/token/`, { username: "alice", password: "demo-password" });
+    const patched = await json("PATCH", `${base}/api/projects/${website}/`, { members: [] }, token);
+    assert.deepEqual(patched.members, []);
+
+    // bob: the section and every task row go, without a reload, and the store forgets them.
+    await bob.waitForFunction((p) => !document.querySelector(`[data-project-id="${p}"]`), website, { timeout: WAIT });
+    for (const id of tasks) assert.equal(await bob.locator(`[data-task-id="${id}"]`).count(), 0, `task ${id} still shown`);
+    assert.equal(await bob.locator('[data-project-id] h2:text-is("Website")').count(), 0);
+    assert.equal(await bob.evaluate(() => window.__removalMarker), "still here", "bob's page was reloaded");
+    assert.equal(await bob.evaluate(() => window.__notReloaded), true);
+    const live = await bob.evaluate(() => window.__drfLiveStore.getState().live);
+    assert.equal(live["api.project"]?.[website], undefined);
+    assert.deepEqual(Object.values(live["api.task"] ?? {}).filter((task) => task.project === website), []);
+    const log = await bob.evaluate((m) => window.__drfLiveLog.slice(m), mark);
+    const revoked = log
+      .filter((e) => e.dir === "in" && e.type === "UNSUBSCRIBED")
+      .map((e) => `${e.meta.model} ${e.meta.filter ? `filter project ${e.meta.filter.project}` : `id ${e.meta.id}`} ${e.meta.reason}`)
+      .sort();
+    assert.deepEqual(revoked, [`api.project id ${website} revoked`, `api.task filter project ${website} revoked`]);
+    await screenshot(bob, "bob-removed");
+
+    // alice still owns it: the project and its tasks stay on her page.
+    await alice.waitForFunction((p) => window.__drfLiveStore.getState().live["api.project"]?.[p]?.members?.length === 0, website, { timeout: WAIT });
+    await alice.waitForSelector(`[data-project-id="${website}"] h2:text-is("Website")`, { timeout: WAIT });
+    for (const id of tasks) assert.equal(await alice.locator(`[data-project-id="${website}"] [data-task-id="${id}"]`).count(), 1);
+    assert.equal(await alice.evaluate(() => window.__notReloaded), true);
+
+    t.diagnostic(
+      `bob: Website ${website} and ${tasks.length} tasks removed without a reload; frames after the PATCH: ` +
+        `${log.filter((e) => e.dir === "in").map((e) => e.type).join(", ")}; revoked [${revoked.join("; ")}]; ` +
+        `alice still shows Website with ${tasks.length} tasks`,
+    );
+  });
+
   it("logs out with the page's form, back to the sign-in form", { timeout: 30_000 }, async () => {
     const carol = await signIn("carol");
     await carol.waitForSelector('[data-project-id] h2:text-is("Mobile app")', { timeout: WAIT });
@@ -207,6 +253,31 @@ function demoPageTests() {
     await page.evaluate(() => (window.__notReloaded = true));
     return page;
   }
+}
+
+async function json(method, url, body, token = null) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Token ${token}`;
+  const response = await fetch(url, { method, headers, body: JSON.stringify(body) });
+  const data = await response.json().catch(() => null);
+  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function projectId(page, name) {
+  const handle = await page.waitForFunction(
+    (n) => Object.values(window.__drfLiveStore.getState().live["api.project"] ?? {}).find((project) => project.name === n)?.id,
+    name,
+    { timeout: WAIT },
+  );
+  return handle.jsonValue();
+}
+
+function tasksOf(page, project) {
+  return page.evaluate(
+    (p) => Object.values(window.__drfLiveStore.getState().live["api.task"] ?? {}).filter((task) => task.project === p).map((task) => task.id),
+    project,
+  );
 }
 
 async function screenshot(page, name = page.user) {
