@@ -485,6 +485,31 @@ test("a revoked subscription is dispatched, ends, and is not resubscribed", asyn
   assert.deepEqual(t.socket().sent, [], "nothing to unsubscribe from");
 });
 
+test("a held target answered not_found on resubscribe ends as revoked, so reducers drop it", async () => {
+  const t = setup();
+  openWithoutToken(t);
+  const sub = subscribedToTask(t);
+  const ends = [];
+  sub.onEnd((end) => ends.push(end));
+
+  reconnect(t);
+  const [resubscribe] = t.socket().takeSent();
+  assert.equal(resubscribe.since, 41);
+  const notFound = {
+    type: "ERROR",
+    error: true,
+    payload: { code: "not_found", detail: "No such object." },
+    meta: { request_id: resubscribe.request_id },
+  };
+  t.socket().receive(notFound);
+
+  const revoked = { type: "UNSUBSCRIBED", payload: null, meta: { model: "api.task", id: "Xk3", reason: "revoked" } };
+  assert.deepEqual(t.takeActions(), [notFound, revoked]);
+  assert.deepEqual(ends, [{ reason: "revoked" }]);
+  reconnect(t);
+  assert.deepEqual(t.socket().takeSent(), [], "not resubscribed again");
+});
+
 test("unsubscribe() resolves on UNSUBSCRIBED and stops resubscribing", async () => {
   const t = setup();
   openWithoutToken(t);

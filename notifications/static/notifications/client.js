@@ -276,7 +276,12 @@ class LiveClient {
         target.inflight = null;
         // A snapshot we already have stays good: retry a silent resubscribe rather than end it.
         if (error.code === "timeout" && target.ready.settled) this.#sendSubscribe(target, reason);
-        else this.#endTarget(target, { reason: "error", error });
+        // A target we held that is now not_found was deleted or taken away while we were not
+        // listening: end it as the server would have, so that reducers drop what they keep of it.
+        else if (error.code === "not_found" && target.ready.settled) {
+          const meta = { model: target.model, ...target.where, reason: "revoked" };
+          this.#endTarget(target, { reason: "revoked" }, { type: "UNSUBSCRIBED", payload: null, meta });
+        } else this.#endTarget(target, { reason: "error", error });
       },
     });
   }
