@@ -10,6 +10,8 @@ from typing import Any
 class TokenBucket:
     """Allows ``rate`` actions per second on average, and bursts of ``burst``."""
 
+    __slots__ = ("rate", "capacity", "tokens", "updated")
+
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = float(rate)
         self.capacity = float(burst)

@@ -23,6 +23,20 @@ logger = logging.getLogger("notifications.outgoing")
 
 
 class Outgoing:
+    # One per socket: slots, and no deque until a frame has to wait.
+    __slots__ = (
+        "send",
+        "limit",
+        "timeout",
+        "timer",
+        "on_overflow",
+        "on_error",
+        "_backlog",
+        "writer",
+        "stopping",
+        "stopped",
+    )
+
     def __init__(
         self,
         send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
@@ -38,15 +52,21 @@ class Outgoing:
         self.timer: asyncio.TimerHandle | None = None
         self.on_overflow = on_overflow
         self.on_error = on_error
-        self.backlog: deque[str] = deque()
+        self._backlog: deque[str] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.stopping: asyncio.Task[None] | None = None
         self.stopped = False
 
     @property
+    def backlog(self) -> deque[str]:
+        if self._backlog is None:
+            self._backlog = deque()
+        return self._backlog
+
+    @property
     def waiting(self) -> int:
         """Frames not yet handed to the ASGI server."""
-        return len(self.backlog)
+        return len(self._backlog) if self._backlog is not None else 0
 
     def offer(self, text: str) -> None:
         """Send ``text`` after everything offered before it, without waiting."""
@@ -89,7 +109,7 @@ class Outgoing:
     async def _finish(self, coroutine: Coroutine[Any, Any, Any], awaited: Any) -> None:
         try:
             await _resume(coroutine, awaited)
-            while self.backlog and not self.stopped:
+            while self._backlog and not self.stopped:
                 self._arm()
                 await self.send({"type": "websocket.send", "text": self.backlog.popleft()})
         except asyncio.CancelledError:
@@ -112,7 +132,8 @@ class Outgoing:
     def stop(self) -> None:
         """Send nothing more (the socket is closing)."""
         self.stopped = True
-        self.backlog.clear()
+        if self._backlog is not None:
+            self._backlog.clear()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
