@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 
 from . import report
 from .scenarios import Bench, Config, Result
@@ -83,6 +84,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         default=env("BENCH_DATABASE_URL", ""),
         help="a PostgreSQL server URL to create the run's database on (default: SQLite)",
     )
+    parser.add_argument(
+        "--from-results",
+        default="",
+        help="rewrite the report from a run's saved results (test-output/bench/<name>-results.json) "
+        "instead of running; the plot of that run is kept",
+    )
     args = parser.parse_args(argv)
     config = Config(
         servers=[s for s in args.servers.split(",") if s],
@@ -140,15 +147,16 @@ def run(bench: Bench, config: Config, log: callable) -> list[Result]:  # type: i
             )
     if "D" in config.scenarios:
         log("Scenario D")
-        for kind, subscribers in [
-            (SERVERS["no-drf-live"], 0),
-            (SERVERS["drf-live"], 0),
-            (SERVERS["drf-live"], config.d_subscribers),
+        for kind, subscribers, split in [
+            (SERVERS["no-drf-live"], 0, False),
+            (SERVERS["drf-live"], 0, False),
+            (SERVERS["drf-live"], config.d_subscribers, False),
+            (SERVERS["drf-live"], config.d_subscribers, True),
         ]:
-            result = bench.scenario_d(kind, subscribers)
+            result = bench.scenario_d(kind, subscribers, split)
             results.append(result)
             log(
-                f"  D     {kind.name:12} {subscribers:>5} subscribers {result.status}: PATCH p50 "
+                f"  D     {result.server:12} {subscribers:>5} subscribers {result.status}: PATCH p50 "
                 f"{report.fmt(result.patch_p50_ms, 2)} ms, p99 {report.fmt(result.patch_p99_ms, 2)} ms"
             )
     if config.profile and "drf-live" in config.servers:
@@ -158,9 +166,34 @@ def run(bench: Bench, config: Config, log: callable) -> list[Result]:  # type: i
     return results
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout when it is inside it (``--output /tmp/x.md`` is fine too)."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def rewrite(args: argparse.Namespace, config: Config, command: str) -> int:
+    """Write the report again from saved results (after the doc generator or bench/decisions.md changed)."""
+    saved = json.loads((ROOT / args.from_results).read_text())
+    if isinstance(saved, list):  # runs before the command and database were saved
+        saved = {"results": saved}
+    results = [Result(**entry) for entry in saved["results"]]
+    command = saved.get("command", command)
+    output = ROOT / args.output
+    plot_name = Path(args.plot).name if args.plot and (ROOT / args.plot).exists() else ""
+    database = saved.get("database", "SQLite")
+    output.write_text(report.document(results, config, command, plot_name, database))
+    print(f"Rewrote {shown(output)} from {args.from_results}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args, config = parse(argv)
     command = "make bench" if os.environ.get("BENCH_VIA_MAKE") else "python -m bench " + shlex.join(argv)
+    if args.from_results:
+        return rewrite(args, config, command)
     # SIGTERM ends the run like Ctrl-C: the finally below stops every process.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
 
@@ -189,9 +222,10 @@ def main(argv: list[str]) -> int:
     database = bench.database.kind if bench.database else "?"
     text = report.document(results, config, command, plot_path.name if plotted and plot_path else "", database)
     output.write_text(text)
-    (LOGS / f"{output.stem}-results.json").write_text(json.dumps(report.raw(results), indent=1, default=str))
+    saved = {"command": command, "database": database, "results": report.raw(results)}
+    (LOGS / f"{output.stem}-results.json").write_text(json.dumps(saved, indent=1, default=str))
     log(
-        f"\nWrote {output.relative_to(ROOT)}" + (f" and {plot_path.relative_to(ROOT)}" if plotted and plot_path else "")
+        f"\nWrote {shown(output)}" + (f" and {shown(plot_path)}" if plotted and plot_path else "")
     )
     notes = report.observations(results)
     log("\nObservations:\n" + "\n".join(f"- {line}" for line in notes))

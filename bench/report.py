@@ -17,7 +17,7 @@ from typing import Any
 from .scenarios import Config, Result
 from .servers import LOGS, ROOT
 
-SERVER_ORDER = ["drf-live", "dcrf", "channels", "websockets", "drf-live-2p", "no-drf-live"]
+SERVER_ORDER = ["drf-live", "dcrf", "channels", "websockets", "drf-live-2p", "no-drf-live", "drf-live-split"]
 # Issue 5's targets for drf-live.
 TARGET_CPU_US = 15.0
 TARGET_P99_MS = 50.0
@@ -25,6 +25,9 @@ TARGET_RSS_KIB = 30.0
 TARGET_PATCH_0 = 1.05
 TARGET_PATCH_1000 = 1.15
 USABLE_CORE = 0.7  # share of a core a process may use before latency suffers (headroom for bursts)
+
+
+DECISIONS = Path(__file__).with_name("decisions.md")
 
 
 def fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
@@ -245,19 +248,23 @@ def targets(results: list[Result]) -> list[list[str]]:
             ]
         )
     base = pick(results, "D", "no-drf-live")
-    for subscribers, limit in [(0, TARGET_PATCH_0), (None, TARGET_PATCH_1000)]:
+    for server, subscribers, limit, where in [
+        ("drf-live", 0, TARGET_PATCH_0, ""),
+        ("drf-live", None, TARGET_PATCH_1000, " (same process)"),
+        ("drf-live-split", None, TARGET_PATCH_1000, " (on a second process)"),
+    ]:
         d = [
             r
             for r in results
             if r.scenario == "D"
-            and r.server == "drf-live"
+            and r.server == server
             and ((r.sockets == 0) if subscribers == 0 else (r.sockets > 0))
         ]
         if base is not None and d and base.patch_p50_ms and d[0].patch_p50_ms:
             value = d[0].patch_p50_ms / base.patch_p50_ms
             rows.append(
                 [
-                    f"D: PATCH p50 with {d[0].sockets:,} subscribers vs without drf-live",
+                    f"D: PATCH p50 with {d[0].sockets:,} subscribers{where} vs without drf-live",
                     f"≤ {limit:.2f}×",
                     f"{value:.2f}×",
                     yes(value <= limit),
@@ -548,6 +555,9 @@ def document(results: list[Result], config: Config, command: str, plot_name: str
         md_table(["target", "goal", "measured", ""], targets(results)) if targets(results) else "No drf-live figures.",
         "",
     ]
+    if DECISIONS.exists():
+        # Written by hand: the choices made for speed, each with the figure that decided it.
+        sections += [DECISIONS.read_text().strip(), ""]
     for scenario, title, intro in [
         (
             "A",
@@ -594,8 +604,9 @@ def document(results: list[Result], config: Config, command: str, plot_name: str
             f"{config.d_patches} sequential `PATCH /api/tasks/<id>/` (httpx, token auth, after 10 warm-up "
             "requests) on the server's own REST API: without drf-live (`bench/settings_nolive.py`: "
             "`notifications` not installed, so `LiveModel.save` publishes nothing), with drf-live and no "
-            f"subscriber, and with drf-live and {config.d_subscribers:,} sockets subscribed to the task "
-            "(served by the same process as the PATCHes).",
+            f"subscriber, with drf-live and {config.d_subscribers:,} sockets subscribed to the task "
+            "served by the same process as the PATCHes, and the same with the sockets on a second server "
+            "process (same settings and Redis) while the first serves only the PATCHes.",
             "",
             md_table(PATCH_HEADER, patch_rows(results)),
             "",

@@ -508,21 +508,31 @@ class Bench:
             result.log_errors = server.log_errors(mark)
         return result
 
-    def scenario_d(self, kind: ServerKind, subscribers: int) -> Result:
-        """``d_patches`` sequential REST PATCHes of one task, with ``subscribers`` sockets subscribed to it."""
+    def scenario_d(self, kind: ServerKind, subscribers: int, split: bool = False) -> Result:
+        """``d_patches`` sequential REST PATCHes of one task, with ``subscribers`` sockets subscribed to it.
+
+        With ``split`` the sockets are served by a second server process (same
+        settings, same Redis) and the PATCHes by the first, as a deployment
+        that keeps REST and WebSocket traffic apart would run it.
+        """
         import httpx
 
         config = self.config
         tag = uuid.uuid4().hex[:8]
-        name = f"D-{kind.name}-{subscribers}"
-        result = Result("D", kind.name, kind.label, sockets=subscribers)
+        name = f"D-{kind.name}-{subscribers}" + ("-split" if split else "")
+        label = f"{kind.label}, sockets on a second process" if split else kind.label
+        result = Result("D", kind.name + ("-split" if split else ""), label, sockets=subscribers)
         task = self.tasks[0]
         server = self.start_server(kind, f"D{subscribers}")
+        sockets_server = server
         group = None
         mark = None
         try:
+            if split:
+                assert self.redis is not None and self.database is not None
+                sockets_server = Server(kind, self.processes, self.database.url, self.redis.url, "Dws").start()
             if subscribers:
-                group = self.clients(server, name, [[task]] * subscribers, tag)
+                group = self.clients(sockets_server, name, [[task]] * subscribers, tag)
                 ready = group.wait_ready(config.connect_timeout)
                 result.sockets, result.failed_sockets = ready["sockets"], ready["failed"]
                 result.expected = result.sockets * config.d_patches
@@ -554,4 +564,7 @@ class Bench:
         finally:
             server.stop()
             result.log_errors = server.log_errors(mark if mark is not None else server.log_mark())
+            if sockets_server is not server:
+                sockets_server.stop()
+                result.log_errors += sockets_server.log_errors()
         return result
