@@ -1,8 +1,9 @@
 """Settings for the drf-live example project.
 
 Everything has an embedded default (SQLite, the in-memory channel layer), and
-the environment overrides it: DATABASE_URL, REDIS_URL, SECRET_KEY,
-ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and DEBUG.
+the environment overrides it: DATABASE_URL (with DATABASE_POOL and
+DATABASE_POOL_MAX_SIZE for PostgreSQL), REDIS_URL, SECRET_KEY, ALLOWED_HOSTS,
+CSRF_TRUSTED_ORIGINS and DEBUG.
 """
 
 from __future__ import annotations
@@ -83,7 +84,18 @@ DATABASES = {
         conn_max_age=0,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and os.environ.get("DATABASE_POOL", "1") != "0":
+    # Every database_sync_to_async call of the consumer (authenticate, check
+    # access, snapshot) closes its connection afterwards, as Django does at the
+    # end of a request under ASGI; without a pool each one opens a new
+    # PostgreSQL connection, which triples the cost of a subscribe (see
+    # docs/deployment.md, "Database connections"). DATABASE_POOL=0 turns it off.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2,
+        "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "20")),
+        "timeout": 10,
+    }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the ASGI server read while a management command writes.
     DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
     # A file, so that test threads (database_sync_to_async) share it; one per
