@@ -314,12 +314,18 @@ def estimate(results: list[Result]) -> str:
     lines += [
         "",
         "Processes needed = the larger of the CPU and memory columns (plus the REST traffic, not counted here). "
-        "With channels_redis' core layer every delivery is a Redis operation (a message pushed per subscriber "
-        "channel, then popped by its process), so Redis CPU grows with deliveries, not with events; sharding "
-        "(`REDIS_URL` with several hosts) spreads channels and groups over instances but the seq/history store "
-        "lives on the first. A per-process fan-out (one Redis message per process and event, then a local loop "
-        "over sockets) would take Redis out of the per-delivery path: then Redis load grows with events × "
-        "processes and one instance would serve all four rows.",
+        "Redis works per event and per server process that holds subscribers of the event's target (the seq and "
+        "the history entry once per event, one group message per such process), not per delivery: the Redis CPU "
+        f"per delivery above is scenario {b.scenario}'s, where an event reaches "
+        f"{'10 sockets' if b.scenario == 'B' else 'its subscribers'}, so the Redis column holds for that fan-out "
+        "and shrinks in proportion with more subscribers per event"
+        + (
+            f" (scenario A, 1,000 per event: {a.redis_cpu_us_per_delivery:.1f} µs per delivery)"
+            if (a := pick(results, "A", "drf-live")) is not None and a.redis_cpu_us_per_delivery is not None
+            else ""
+        )
+        + ". Sharding (`REDIS_URL` with several hosts) spreads the groups over instances; the seq and history "
+        "store lives on the first (or on `STORE_URL`).",
     ]
     return "\n".join(lines)
 
@@ -328,13 +334,14 @@ def estimate(results: list[Result]) -> str:
 
 
 PROFILE_BUCKETS = [
-    # (what, a frame name any of whose substrings puts a sample there), first match wins
-    ("sending frames: uvicorn's `asgi_send` and websockets' framing", ["asgi_send", "write_frame", "Frame.write"]),
+    # (what, substrings of a frame name that put a sample there); first match wins, so the
+    # deepest activities come first (every fan-out sample has Hub._pump below it).
     (
-        "channels_redis `receive()`: the per-consumer wait (a lock task and a queue task per message)",
-        ["RedisChannelLayer.receive"],
+        "the ASGI server's send: uvicorn's `WebSocketsSansIOProtocol.send`, websockets' framing, the socket write",
+        ["WebSocketsSansIOProtocol.send (", "(websockets/"],
     ),
-    ("the consumer's handler (`drf_live_event`) and channels' dispatch", ["drf_live_event", "dispatch"]),
+    ("channels_redis `receive()`: the hub's one read per group message", ["RedisChannelLayer.receive"]),
+    ("drf-live's per-socket work: the hub's loop, `hub_message`, `forward`, `Outgoing`", ["(notifications/"]),
     ("publishing: `group_send`, the event store", ["group_send", "Publisher", "Store"]),
     ("accepting and subscribing sockets, HTTP", ["websocket_connect", "subscribe", "http"]),
 ]
