@@ -37,7 +37,7 @@ test: $(STAMP)
 # Lint, format and types (CI runs it before the tests).
 check: $(STAMP)
 	$(PY) -m ruff check notifications api project tests bench
-	$(PY) -m ruff format --check notifications api project tests
+	$(PY) -m ruff format --check notifications api project tests bench
 	$(PY) -m mypy
 
 clean:

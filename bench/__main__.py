@@ -30,7 +30,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     parser.add_argument(
         "--servers",
         default=env("BENCH_SERVERS", ",".join(defaults.servers)),
-        help="comma-separated: drf-live, dcrf, channels, websockets",
+        help="comma-separated: drf-live, dcrf, channels, websockets (and the variants drf-live-deflate, "
+        "drf-live-daphne)",
     )
     parser.add_argument(
         "--scenarios",
@@ -224,9 +225,7 @@ def main(argv: list[str]) -> int:
     output.write_text(text)
     saved = {"command": command, "database": database, "results": report.raw(results)}
     (LOGS / f"{output.stem}-results.json").write_text(json.dumps(saved, indent=1, default=str))
-    log(
-        f"\nWrote {shown(output)}" + (f" and {shown(plot_path)}" if plotted and plot_path else "")
-    )
+    log(f"\nWrote {shown(output)}" + (f" and {shown(plot_path)}" if plotted and plot_path else ""))
     notes = report.observations(results)
     log("\nObservations:\n" + "\n".join(f"- {line}" for line in notes))
     if args.require_deliveries:

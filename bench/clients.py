@@ -105,12 +105,14 @@ class Socket:
         self.ws = await connect(
             client.url,
             additional_headers=headers,
-            compression=None,
+            compression="deflate" if client.plan.get("deflate") else None,
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,
             max_queue=64,
             max_size=2**20,
         )
+        if client.plan.get("deflate") and not self.ws.protocol.extensions:
+            raise RuntimeError("the server did not accept permessage-deflate")
         for request_id, task_id in enumerate(self.task_ids, 1):
             await self.ws.send(subscribe_frame(client.protocol, task_id, request_id))
             reply = json.loads(await asyncio.wait_for(self.ws.recv(), REPLY_TIMEOUT))

@@ -17,7 +17,17 @@ from typing import Any
 from .scenarios import Config, Result
 from .servers import LOGS, ROOT
 
-SERVER_ORDER = ["drf-live", "dcrf", "channels", "websockets", "drf-live-2p", "no-drf-live", "drf-live-split"]
+SERVER_ORDER = [
+    "drf-live",
+    "dcrf",
+    "channels",
+    "websockets",
+    "drf-live-deflate",
+    "drf-live-daphne",
+    "drf-live-2p",
+    "no-drf-live",
+    "drf-live-split",
+]
 # Issue 5's targets for drf-live.
 TARGET_CPU_US = 15.0
 TARGET_P99_MS = 50.0
@@ -256,9 +266,7 @@ def targets(results: list[Result]) -> list[list[str]]:
         d = [
             r
             for r in results
-            if r.scenario == "D"
-            and r.server == server
-            and ((r.sockets == 0) if subscribers == 0 else (r.sockets > 0))
+            if r.scenario == "D" and r.server == server and ((r.sockets == 0) if subscribers == 0 else (r.sockets > 0))
         ]
         if base is not None and d and base.patch_p50_ms and d[0].patch_p50_ms:
             value = d[0].patch_p50_ms / base.patch_p50_ms

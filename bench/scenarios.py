@@ -125,6 +125,7 @@ class ClientGroup:
         sockets: list[list[str]],
         tag: str,
         count: int,
+        deflate: bool = False,
     ) -> None:
         count = max(1, min(count, len(sockets)))
         self.sockets = sockets
@@ -138,6 +139,7 @@ class ClientGroup:
                 json.dumps(
                     {
                         "tag": tag,
+                        "deflate": deflate,
                         "sockets": [sockets[i] for i in part],
                         # Socket i authenticates as user i mod len(tokens): fewer than MAX_SOCKETS_PER_USER each.
                         "tokens": [tokens[i % len(tokens)] for i in part] if tokens else [],
@@ -322,6 +324,7 @@ class Bench:
             sockets,
             tag,
             self.config.clients,
+            deflate=server.kind.deflate,
         ).start()
 
     def writer(self, kind: ServerKind, name: str, ids: list[str], tag: str) -> Process:

@@ -319,10 +319,14 @@ class ServerKind:
     settings: str  # Django settings of the server and of its writer
     protocol: str  # drf-live, dcrf, channels or websockets (see clients and writer)
     workers: int = 1
+    server: str = "uvicorn"  # or "daphne" (one of the levers measured for drf-live)
+    deflate: bool = False  # permessage-deflate offered by the clients and accepted by the server
 
     def argv(self, port: int, redis_url: str) -> list[str]:
         if not self.app:
             return [PYTHON, "-m", "bench.raw_server", "--port", str(port), "--redis-url", redis_url]
+        if self.server == "daphne":
+            return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0", self.app]
         # The README's command; access logs off for every server alike.
         argv = [
             PYTHON,
@@ -336,7 +340,7 @@ class ServerKind:
             "--ws",
             "websockets-sansio",
             "--ws-per-message-deflate",
-            "false",
+            "true" if self.deflate else "false",
             "--log-level",
             "warning",
             "--no-access-log",
@@ -387,6 +391,25 @@ SERVERS: dict[str, ServerKind] = {
             "project.settings",
             "drf-live",
             workers=2,
+        ),
+        # Levers of issue 5, measured against drf-live as shipped: compression, another ASGI server.
+        ServerKind(
+            "drf-live-deflate",
+            "drf-live, permessage-deflate on",
+            "project.asgi:application",
+            "/ws/notifications/",
+            "project.settings",
+            "drf-live",
+            deflate=True,
+        ),
+        ServerKind(
+            "drf-live-daphne",
+            "drf-live on daphne",
+            "project.asgi:application",
+            "/ws/notifications/",
+            "project.settings",
+            "drf-live",
+            server="daphne",
         ),
         # Scenario D's baseline: the same REST API with "notifications" not installed.
         ServerKind(
