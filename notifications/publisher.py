@@ -158,6 +158,36 @@ class Publisher:
             return False
         return True
 
+    def settle_epoch(self, timeout: float = 2.0) -> bool:
+        """From sync code, before the process exits: if an event was lost, rotate the epoch now.
+
+        A process rotates the epoch on its next contact with the store after a
+        failed publish; one that exits first (a management command that ran
+        while Redis was unreachable) would never make that contact, and a client
+        recovering with ``since`` would be told ``recovered: true`` across the
+        lost event. False, with an error logged, when the store is still out of
+        reach.
+        """
+        store = get_store()
+        if not store.lost:
+            return True
+        loop = self._thread_loop
+        try:
+            if loop is not None and not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(store.rotate_if_lost(), loop).result(timeout)
+            else:
+                asyncio.run(asyncio.wait_for(store.rotate_if_lost(), timeout))
+        except Exception:  # noqa: BLE001 - reported below; the process is exiting
+            logger.error(
+                "%d event(s) of this process could not be published and the epoch could not be rotated "
+                "(the event store is unreachable): clients that recover with `since` will not see them; "
+                "the next event of each affected target carries its current state",
+                self.stats.failed + self.stats.dropped,
+                exc_info=True,
+            )
+            return False
+        return True
+
     # Delivering -------------------------------------------------------------
 
     async def _deliver(self, deliveries: list[Delivery | Recheck]) -> None:
@@ -268,5 +298,7 @@ publisher = Publisher()
 
 @atexit.register
 def _flush_at_exit() -> None:
-    # A management command that saved objects exits right after: deliver first.
+    # A management command that saved objects exits right after: deliver first,
+    # then make sure no lost event is left behind an unchanged epoch.
     publisher.flush(timeout=5.0)
+    publisher.settle_epoch(timeout=2.0)

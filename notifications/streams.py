@@ -51,6 +51,13 @@ class StreamStore(Protocol):
     def mark_lost(self) -> None:
         """An event could not be recorded: rotate the epoch on the next contact."""
 
+    @property
+    def lost(self) -> bool:
+        """An event was lost and the epoch not yet rotated for it."""
+
+    async def rotate_if_lost(self) -> None:
+        """Rotate the epoch now if an event was lost (before the process exits)."""
+
     async def close(self) -> None: ...
 
 
@@ -113,6 +120,13 @@ class MemoryStreamStore:
         with self._lock:
             self._generation = _new_epoch()
             self._streams.clear()
+
+    @property
+    def lost(self) -> bool:
+        return False  # mark_lost() rotates at once
+
+    async def rotate_if_lost(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None
@@ -218,6 +232,13 @@ class RedisStreamStore:
 
     def mark_lost(self) -> None:
         self._lost = True
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    async def rotate_if_lost(self) -> None:
+        await self._rotate_if_lost(self._client())
 
     async def close(self) -> None:
         for client in list(self._clients.values()):

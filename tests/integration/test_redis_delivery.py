@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -16,8 +18,12 @@ from websockets.asyncio.client import connect
 
 from notifications.streams import Position, RedisStreamStore
 from tests.servers import (
+    MANAGE,
+    PYTHON,
+    ROOT,
     AsgiServer,
     RedisServer,
+    free_port,
     manage,
     receive_nothing,
     recv_json,
@@ -141,6 +147,50 @@ async def test_mark_lost_rotates_the_epoch_for_every_store(stores: Callable[[], 
     assert (await other.replay(stream, 0, before.epoch, "all")).frames is None
     # Rotated once, not on every contact.
     assert (await failed.next(stream)).epoch == after.epoch
+
+
+def _exit_code(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in ``manage.py shell`` and let the process exit (atexit handlers run)."""
+    return subprocess.run(
+        [PYTHON, MANAGE, "shell", "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_process_that_lost_an_event_rotates_the_epoch_before_it_exits(
+    stores: Callable[[], RedisStreamStore], stream: str, server_env: dict[str, str]
+) -> None:
+    before = await stores().next(stream)
+
+    # A short-lived process (a management command) whose publish failed, and
+    # which exits before any later contact with the store would rotate the epoch.
+    done = _exit_code("from notifications.streams import get_store; get_store().mark_lost()", server_env)
+
+    assert done.returncode == 0, done.stderr
+    after = await stores().position(stream)
+    assert after.epoch != before.epoch
+    assert (await stores().replay(stream, before.seq, before.epoch, "all")).frames is None
+
+
+@pytest.mark.asyncio
+async def test_a_command_whose_store_stays_unreachable_says_so_on_exit_and_its_write_commits(
+    stores: Callable[[], RedisStreamStore], server_env: dict[str, str]
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**server_env, "DRF_LIVE": json.dumps({"STORE_URL": dead})}
+    title = f"saved while the store was down {uuid.uuid4().hex[:6]}"
+    code = (
+        "from api.models import Task; task = Task.objects.order_by('pk').first(); "
+        f"task.title = {title!r}; task.save(); print(task.pk)"
+    )
+
+    done = _exit_code(code, env)
+
+    assert done.returncode == 0, done.stderr
+    assert "Could not publish UPDATE_TASK" in done.stderr
+    assert "the epoch could not be rotated" in done.stderr
+    check = _exit_code(f"from api.models import Task; print(Task.objects.filter(title={title!r}).count())", server_env)
+    assert check.stdout.strip().splitlines()[-1] == "1"
 
 
 @pytest.mark.asyncio
