@@ -62,6 +62,7 @@ class Hub:
         self.layer = layer
         self.groups: dict[str, _Group] = {}
         self.keys: dict[str, set[Member]] = {}
+        self.refresher: asyncio.Task[None] | None = None
 
     async def attach(self, key: str, member: Member) -> None:
         """Let control messages addressed to ``key`` reach ``member`` (joins the control group once)."""
@@ -108,6 +109,8 @@ class Hub:
                 raise
             entry.pump = asyncio.get_running_loop().create_task(self._pump(entry))
             entry.ready.set()
+            if self.refresher is None or self.refresher.done():
+                self.refresher = asyncio.get_running_loop().create_task(self._refresh())
             return
         entry.members.add(member)
         await entry.ready.wait()
@@ -150,6 +153,29 @@ class Hub:
                     member.hub_message(entry.name, message)
                 except Exception:
                     logger.exception("A member failed to take a message for %s", entry.name)
+
+    def refresh_interval(self) -> float:
+        """Seconds between re-adds: a quarter of the layer's ``group_expiry``."""
+        expiry = getattr(self.layer, "group_expiry", None) or 86400
+        return max(float(expiry) / 4, 0.05)
+
+    async def _refresh(self) -> None:
+        """Re-add every group this process is in, well before the layer expires the membership.
+
+        Both channels_redis and the in-memory layer drop a group member
+        ``group_expiry`` seconds (a day by default) after it was added, and a
+        process may stay in a popular group for longer than that while sockets
+        come and go. Re-adding only renews the membership's time.
+        """
+        while self.groups:
+            await asyncio.sleep(self.refresh_interval())
+            for entry in list(self.groups.values()):
+                if entry.channel is None or entry.error is not None or self.groups.get(entry.name) is not entry:
+                    continue
+                try:
+                    await self.layer.group_add(entry.name, entry.channel)
+                except Exception:  # noqa: BLE001 - retried at the next interval; a dead layer ends the pumps
+                    logger.warning("Could not renew the membership of group %s", entry.name, exc_info=True)
 
     def _lost(self, error: BaseException) -> None:
         """The layer failed: forget every group and tell every member.

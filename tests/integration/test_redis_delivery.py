@@ -333,3 +333,39 @@ async def test_rolled_back_write_in_another_process_sends_nothing(
         assert event["meta"]["changed"] == ["done"]
         assert event["meta"]["seq"] == subscribed["meta"]["seq"] + 1
         await receive_nothing(ws)
+
+
+# The hub on channels_redis ---------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_hub_keeps_a_group_past_channels_redis_group_expiry(redis_server: RedisServer) -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    from notifications.hub import Hub
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], group_expiry=1, prefix=f"expiry-{uuid.uuid4().hex[:6]}")
+    hub = Hub(layer)
+    received: list[dict[str, Any]] = []
+
+    class Member:
+        def hub_message(self, group: str, message: dict[str, Any]) -> None:
+            received.append(message)
+
+        def hub_lost(self, group: str, error: BaseException) -> None:
+            raise AssertionError(f"lost {group}: {error!r}")
+
+    member = Member()
+    await hub.join("drf-live.expiry", member)
+    try:
+        await asyncio.sleep(3.0)  # channels_redis drops members added more than 1 s ago on group_send
+        await layer.group_send("drf-live.expiry", {"type": "drf_live.event", "n": 1})
+        for _ in range(50):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+        assert received == [{"type": "drf_live.event", "n": 1}]
+    finally:
+        await hub.leave("drf-live.expiry", member)
+        await layer.flush()
+        await layer.close_pools()

@@ -131,3 +131,21 @@ async def test_a_failure_in_one_group_ends_every_group_of_the_process() -> None:
     assert first.lost == ["drf-live.a"]
     assert second.lost == ["drf-live.b"]
     assert hub.groups == {}
+
+
+async def test_the_hub_renews_its_memberships_before_the_layer_expires_them() -> None:
+    # The layer drops a membership group_expiry seconds after it was added (a day
+    # by default); a process may stay in a group longer than that.
+    layer = InMemoryChannelLayer(group_expiry=1)
+    hub = Hub(layer)
+    member = Recorder()
+    await hub.join("drf-live.long-lived", member)
+
+    await asyncio.sleep(2.5)  # well past the expiry of the first group_add
+    await layer.group_send("drf-live.long-lived", {"type": "drf_live.event", "n": 1})
+    await settle()
+
+    assert member.messages == [("drf-live.long-lived", {"type": "drf_live.event", "n": 1})]
+    await hub.leave("drf-live.long-lived", member)
+    await asyncio.sleep(hub.refresh_interval() * 2)
+    assert hub.refresher is not None and hub.refresher.done()  # stops with the last group
