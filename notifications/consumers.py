@@ -446,9 +446,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if self.held is not None:
                 self.held.append(message)
             else:
-                subscription = self.subscriptions.get(message.get("stream", ""))
-                if subscription is not None:
-                    self.forward(subscription, message)
+                self.take_event(message)
         elif kind == "drf_live.recheck":
             # Hold every event until the re-check is done, so that a socket that
             # lost access never sees the event of the write that took it away.
@@ -463,6 +461,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         """The channel layer (Redis) failed: close so that the client reconnects and recovers."""
         logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
         self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
+
+    def take_event(self, message: dict[str, Any]) -> None:
+        """An event for one of this socket's targets: forwarded if it is still subscribed."""
+        subscription = self.subscriptions.get(message.get("stream", ""))
+        if subscription is not None:
+            self.forward(subscription, message)
 
     def forward(self, subscription: Subscription, message: dict[str, Any]) -> None:
         """Send an event once, in seq order, unless the snapshot already holds it."""
@@ -493,9 +497,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if self.rechecks == 0 and self.held is not None:
                 held, self.held = self.held, None
                 for message in held:
-                    subscription = self.subscriptions.get(message.get("stream", ""))
-                    if subscription is not None:
-                        self.forward(subscription, message)
+                    self.take_event(message)
 
     @database_sync_to_async
     def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:

@@ -129,22 +129,23 @@ def close_group(key: str, code: int = CLOSE_REVOKED) -> None:
     publisher.submit(lambda: publisher.send_to_group(control_group(), message))
 
 
-def _on_commit(group: str) -> None:
+def _close_on_commit(key: str) -> None:
+    """Close the sockets attached under ``key`` once the current transaction commits."""
     from django.db import transaction
 
-    transaction.on_commit(lambda: close_group(group))
+    transaction.on_commit(lambda: close_group(key))
 
 
 def _user_saved(sender: type, instance: Any, **kwargs: Any) -> None:
     if kwargs.get("signal") is pre_delete or not instance.is_active:
-        _on_commit(user_group(instance.pk))
+        _close_on_commit(user_group(instance.pk))
 
 
 def _token_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
-    _on_commit(token_group(instance.key))
+    _close_on_commit(token_group(instance.key))
 
 
 def _logged_out(sender: type, request: Any, user: Any, **kwargs: Any) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
-        _on_commit(session_group(session_key))
+        _close_on_commit(session_group(session_key))
