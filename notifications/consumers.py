@@ -5,49 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 
-from . import frames
+from . import delivery, frames
 from .auth import authenticate_token, header
 from .conf import live_settings
+from .delivery import REVOKE, Subscription, Verdict
 from .exceptions import Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
 from .limits import TokenBucket, sockets_per_user
 from .outgoing import Outgoing
-from .publisher import publisher
-from .registration import Registration
 from .registry import Registry, site
-from .streams import get_store
+from .relay import relay
+from .streams import Position, control_channel, get_store
 from .subscriptions import SubscriptionSerializer, TargetSerializer, error_code
-from .targets import Target, session_group, token_group, user_group
+from .targets import Target, session_group, token_group, user_group, user_key
 
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
-
-
-@dataclass(eq=False, slots=True)
-class Subscription:
-    """One target this socket receives, and the last seq it was sent.
-
-    ``pending`` holds the events that arrive while the snapshot is being taken;
-    they are sent after ``SUBSCRIBED``, those not already in the snapshot.
-    """
-
-    target: Target
-    group: str
-    audience: str
-    registration: Registration
-    seq: int = 0
-    pending: list[dict[str, Any]] | None = None
 
 
 class RequestError(Exception):
@@ -63,10 +45,12 @@ class RequestError(Exception):
 class NotificationConsumer(AsyncWebsocketConsumer):
     """Validates subscriptions with DRF serializers and forwards pre-encoded events.
 
-    The socket has no channel-layer channel of its own: it joins groups through
-    the process's ``Hub``, which receives each group's messages once and hands
-    them to ``hub_message`` of every local member. No input raises out of this
-    class: every frame gets a reply, and an error reply never closes the socket.
+    The socket has no channel of its own: it listens on its targets' stream
+    channels through the process's ``Hub``, which receives each message once and
+    hands it to ``hub_message`` of every local member. The relay decided who may
+    see each event and encoded its frames; the socket only applies the verdict
+    to its user (``delivery``). No input raises out of this class: every frame
+    gets a reply, and an error reply never closes the socket.
     """
 
     registry: Registry = site
@@ -90,7 +74,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.subscribe_bucket = TokenBucket(live_settings.SUBSCRIBE_RATE, live_settings.SUBSCRIBE_BURST)
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
         # Events held while access is being re-checked (None: none is).
-        self.held: list[dict[str, Any]] | None = None
+        self.held: list[tuple[str, dict[str, Any], int | None]] | None = None
         self.rechecks = 0
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -98,10 +82,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Like AsyncConsumer.__call__, but without a channel per socket: the hub
-        # brings group messages, so only the client's frames are awaited here.
+        # brings stream messages, so only the client's frames are awaited here.
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.hub: Hub = get_hub(self.channel_layer)
+        self.channel_layer = None
+        self.hub: Hub = get_hub()
         self.base_send = send
         self.out = Outgoing(
             send,
@@ -132,7 +116,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        publisher.bind(asyncio.get_running_loop())
+        # A server process publishes what other processes left in the outbox.
+        if live_settings.OUTBOX_SWEEP is None:
+            relay.start(sweep=True)
         await self.accept()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
@@ -211,10 +197,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         for key in self.credential_keys:
             self.hub.detach(key, self)
         self.credential_keys = []
-        groups = {subscription.group for subscription in self.subscriptions.values()}
+        subscriptions = list(self.subscriptions.values())
         self.subscriptions.clear()
-        for group in groups:
-            await self.hub.leave(group, self)
+        for subscription in subscriptions:
+            await self._leave(subscription)
 
     def _release(self) -> None:
         self.closed = True
@@ -331,71 +317,102 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
             )
         previous = self.subscriptions.pop(target.stream, None)
-        if previous is not None and previous.group != data["group"]:
-            await self.hub.leave(previous.group, self)
-        subscription = Subscription(target, data["group"], data["audience"], data["registration"], pending=[])
+        if previous is not None:
+            await self._leave(previous)
+        subscription = Subscription(target, data["registration"], user_key(self.user))
         self.subscriptions[target.stream] = subscription
+        tracked = False
         try:
-            # Join first, then read the position, then the snapshot: an event is
-            # either in the snapshot (seq <= position) or sent afterwards.
-            await self.hub.join(subscription.group, self)
-            await self.send_snapshot(subscription, data, request_id)
+            # Listen first, then register and read the position, then the
+            # snapshot: an event is either in the snapshot (seq <= position) or
+            # decided for this user and delivered afterwards.
+            await self.hub.join(target.stream, self)
+            position = await self._register(subscription)
+            self.hub.track(target.stream, subscription.user)
+            tracked = True
+            await self.send_snapshot(subscription, position, data, request_id)
         except Exception as exc:
-            # No SUBSCRIBED reply (the layer or store is down, the object vanished
-            # or was hidden since it was validated): no events either.
-            await self.drop(subscription)
+            # No SUBSCRIBED reply (the store is down, the object vanished or was
+            # hidden since it was validated): no events either.
+            await self.drop(subscription, tracked=tracked)
             if isinstance(exc, RequestError):
                 raise
             if not isinstance(exc, Unavailable):
                 logger.warning("Could not subscribe to %s", target.stream, exc_info=True)
             raise RequestError("unavailable") from None
         pending, subscription.pending = subscription.pending or [], None
-        for message in pending:
-            self.forward(subscription, message)
+        for message, prev in pending:
+            self.forward(subscription, message, prev)
 
-    async def send_snapshot(self, subscription: Subscription, data: dict[str, Any], request_id: Any) -> None:
-        store = get_store()
+    async def _register(self, subscription: Subscription) -> Position:
+        try:
+            return await get_store().register(subscription.target.stream, subscription.user)
+        except Exception as exc:
+            logger.warning("Stream store unavailable while subscribing to %s", subscription.target.stream, exc_info=True)
+            raise Unavailable(str(exc)) from exc
+
+    async def send_snapshot(
+        self, subscription: Subscription, position: Position, data: dict[str, Any], request_id: Any
+    ) -> None:
         target = subscription.target
         meta = target.meta()
-        try:
-            if "since" in data:
-                replay = await store.replay(target.stream, data["since"], data["epoch"], subscription.audience)
-                if replay.frames is not None:
-                    subscription.seq = replay.position.seq
-                    reply = frames.reply(
-                        "SUBSCRIBED",
-                        None,
-                        request_id,
-                        **meta,
-                        seq=data["since"],
-                        epoch=replay.position.epoch,
-                        recovered=True,
-                    )
-                    await self.send_frame(reply)
-                    for _seq, text in replay.frames:
-                        self.send_text(text)
-                    return
-            position = await store.position(target.stream)
-        except Exception as exc:
-            logger.warning("Event store unavailable while subscribing to %s", target.stream, exc_info=True)
-            raise Unavailable(str(exc)) from exc
-        payload = await self.snapshot(subscription, data)
-        subscription.seq = position.seq
+        subscription.epoch = position.epoch
+        if "since" in data:
+            try:
+                replay = await get_store().replay(target.stream, data["since"], data["epoch"])
+            except Exception as exc:
+                logger.warning("Stream store unavailable while recovering %s", target.stream, exc_info=True)
+                raise Unavailable(str(exc)) from exc
+            subscription.sent = data["since"]
+            texts = (
+                delivery.replay(subscription, replay.earlier, replay.messages) if replay.messages is not None else None
+            )
+            if texts is not None:
+                subscription.seq = replay.position.seq
+                subscription.epoch = replay.position.epoch
+                if target.is_collection:
+                    # From now on, what the client holds is what the list shows now.
+                    _payload, subscription.members = await self.snapshot(subscription, data, members_only=True)
+                    subscription.complete = True
+                reply = frames.reply(
+                    "SUBSCRIBED", None, request_id, **meta, seq=data["since"], epoch=replay.position.epoch, recovered=True
+                )
+                await self.send_frame(reply)
+                for text in texts:
+                    self.send_text(text)
+                return
+        payload, members = await self.snapshot(subscription, data)
+        subscription.seq = subscription.sent = position.seq
+        subscription.members = members
+        subscription.complete = True
         extra = {"recovered": False} if "since" in data else {}
         await self.send_frame(
             frames.reply("SUBSCRIBED", payload, request_id, **meta, seq=position.seq, epoch=position.epoch, **extra)
         )
 
     @database_sync_to_async
-    def snapshot(self, subscription: Subscription, data: dict[str, Any]) -> Any:
-        """The target's state as ``GET`` shows it to this user, read after the position."""
+    def snapshot(
+        self, subscription: Subscription, data: dict[str, Any], *, members_only: bool = False
+    ) -> tuple[Any, dict[str, bool] | None]:
+        """The target's state as ``GET`` shows it to this user, read after the position.
+
+        For a collection, also the ids of the members it shows (what the client
+        will hold), from the same queryset.
+        """
         registration = subscription.registration
         if subscription.target.is_collection:
-            return registration.serialize_collection(self.user, data["filter"], host=self.host)
+            queryset = registration.get_visible_collection(self.user, data["filter"], host=self.host)
+            if queryset is None:  # Hidden since it was validated.
+                raise RequestError("not_found")
+            members = {registration.wire_id(pk): True for pk in queryset.values_list("pk", flat=True)}
+            if members_only:
+                return None, members
+            view = registration.get_view(self.user, action="list", host=self.host)
+            return view.get_serializer(queryset, many=True).data, members
         instance = registration.get_visible(self.user, data["instance"].pk, host=self.host)
         if instance is None:  # Deleted or hidden since it was validated.
             raise RequestError("not_found")
-        return registration.serialize(instance, self.user, host=self.host)
+        return registration.serialize(instance, self.user, host=self.host), None
 
     async def unsubscribe(self, content: dict[str, Any], request_id: Any) -> None:
         try:
@@ -411,10 +428,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.drop(subscription)
         await self.send_frame(frames.reply("UNSUBSCRIBED", None, request_id, **target.meta()))
 
-    async def drop(self, subscription: Subscription) -> None:
+    async def drop(self, subscription: Subscription, *, tracked: bool = True) -> None:
         if self.subscriptions.get(subscription.target.stream) is subscription:
             del self.subscriptions[subscription.target.stream]
-        await self.hub.leave(subscription.group, self)
+        await self._leave(subscription, tracked=tracked)
+
+    async def _leave(self, subscription: Subscription, *, tracked: bool = True) -> None:
+        if tracked:
+            self.hub.untrack(subscription.target.stream, subscription.user)
+        if not any(other.target.stream == subscription.target.stream for other in self.subscriptions.values()):
+            await self.hub.leave(subscription.target.stream, self)
 
     async def validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
         return await self._validate(serializer_class, content)
@@ -435,49 +458,76 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         value = header(self.scope, b"host")
         return value.rsplit(":", 1)[0] if value else None
 
-    # Group messages, from the hub -------------------------------------------
+    # Stream and control messages, from the hub ------------------------------------
 
-    def hub_message(self, group: str, message: dict[str, Any]) -> None:
-        """A message sent to one of this socket's groups; must not block."""
+    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        """A message of one of this socket's channels; must not block."""
         if self.closed:
             return
-        kind = message.get("type")
-        if kind == "drf_live.event":
-            if self.held is not None:
-                self.held.append(message)
-            else:
-                self.take_event(message)
-        elif kind == "drf_live.recheck":
+        if channel == control_channel():
+            self.control(message)
+        elif self.held is not None:
             # Hold every event until the re-check is done, so that a socket that
             # lost access never sees the event of the write that took it away.
+            self.held.append((channel, message, prev))
+        else:
+            self.take_event(channel, message, prev)
+
+    def control(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "recheck":
             if self.held is None:
                 self.held = []
             self.rechecks += 1
             self.spawn(self.recheck(message.get("stream")))
-        elif kind == "drf_live.close":
+        elif kind == "close":
             self.spawn(self.end(int(message.get("code", CLOSE_NOT_AUTHENTICATED))))
+        elif kind == "rotate-all":
+            self.resync("every epoch rotated")
 
-    def hub_lost(self, group: str, error: BaseException) -> None:
-        """The channel layer (Redis) failed: close so that the client reconnects and recovers."""
-        logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
+    def hub_lost(self, channel: str, error: BaseException) -> None:
+        """The store's connection (Redis) failed: close so that the client reconnects and recovers."""
+        logger.warning("Stream store lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
         self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
 
-    def take_event(self, message: dict[str, Any]) -> None:
-        """An event for one of this socket's targets: forwarded if it is still subscribed."""
-        subscription = self.subscriptions.get(message.get("stream", ""))
-        if subscription is not None:
-            self.forward(subscription, message)
+    def resync(self, reason: str) -> None:
+        """This socket cannot vouch for what its client holds: close it so that the client recovers."""
+        logger.info("Closing a socket with %s so that it recovers: %s", CloseCode.LAYER_LOST, reason)
+        self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
 
-    def forward(self, subscription: Subscription, message: dict[str, Any]) -> None:
-        """Send an event once, in seq order, unless the snapshot already holds it."""
+    def take_event(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        """A message for one of this socket's targets: forwarded if it is still subscribed."""
+        subscription = self.subscriptions.get(channel)
+        if subscription is not None:
+            self.forward(subscription, message, prev)
+
+    def forward(self, subscription: Subscription, message: dict[str, Any], prev: int | None) -> None:
+        """Apply the relay's verdict for this socket's user, once, in seq order."""
         if subscription.pending is not None:
-            subscription.pending.append(message)
+            subscription.pending.append((message, prev))
             return
-        seq = message["seq"]
-        if seq <= subscription.seq:
+        seq = message.get("seq")
+        if isinstance(seq, int):
+            if seq <= subscription.seq:
+                return  # In the snapshot, or a repeat.
+            if message.get("epoch") != subscription.epoch or seq > max(subscription.seq, prev or 0) + 1:
+                # The process never received an event between the snapshot and this one.
+                self.resync(f"{subscription.target.stream}: event {seq} after {subscription.seq}")
+                return
+            subscription.seq = seq
+        result = delivery.outcome(subscription, message)
+        if result is REVOKE:
+            self.spawn(self.revoke(subscription))
+        elif isinstance(result, Verdict):
+            self.resync(f"{subscription.target.stream}: {message.get('type') or message.get('kind')}")
+        elif result is not None and isinstance(seq, int):
+            self.send_text(delivery.text(subscription, result, seq))
+
+    async def revoke(self, subscription: Subscription) -> None:
+        if self.subscriptions.get(subscription.target.stream) is not subscription:
             return
-        subscription.seq = seq
-        self.send_text(message["text"])
+        await self.drop(subscription)
+        await self.send_frame(frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked"))
 
     async def recheck(self, stream: str | None) -> None:
         """A write may have changed who sees ``stream`` (or, without one, anything)."""
@@ -488,16 +538,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 subscriptions = list(self.subscriptions.values())
             lost = await self.lost_access(subscriptions) if subscriptions else []
             for subscription in lost:
-                await self.drop(subscription)
-                await self.send_frame(
-                    frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked")
-                )
+                await self.revoke(subscription)
         finally:
             self.rechecks -= 1
             if self.rechecks == 0 and self.held is not None:
                 held, self.held = self.held, None
-                for message in held:
-                    self.take_event(message)
+                for channel, message, prev in held:
+                    self.take_event(channel, message, prev)
 
     @database_sync_to_async
     def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from .registry import Registry, site
-from .targets import Target, group_name
+from .targets import Target
 
 NOT_FOUND = "not_found"
 
@@ -69,8 +69,8 @@ class SubscriptionSerializer(TargetSerializer):
     """A subscribe request; valid only if the socket's user may see the target.
 
     Needs ``context["user"]``; on success ``validated_data`` holds the
-    registration, the target, the visible ``instance``, the user's
-    ``audience`` and the ``group`` to join.
+    registration, the target, the visible ``instance`` (a queryset, for a
+    collection) and the ``group``: the stream channel the socket listens on.
     """
 
     since = StrictIntegerField(min_value=0, required=False)
@@ -91,15 +91,13 @@ class SubscriptionSerializer(TargetSerializer):
             if found is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["instance"] = found
-            attrs["audience"] = registration.get_collection_audience(user, dict(attrs["filter"]))
         else:
             pk = registration.decode_id(attrs["id"])
             instance = registration.get_visible(user, pk, host=host) if pk is not None else None
             if instance is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["instance"] = instance
-            attrs["audience"] = registration.get_audience(user, instance)
-        attrs["group"] = group_name(target, attrs["audience"])
+        attrs["group"] = target.stream
         return attrs
 
     def get_group_name(self) -> str:

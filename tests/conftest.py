@@ -8,14 +8,21 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
+from notifications.relay import relay
 from notifications.streams import reset_store
 
 
 @pytest.fixture(autouse=True)
 def fresh_store() -> Iterator[None]:
-    """Every test starts with empty seq counters and history (the in-memory store)."""
+    """Every test starts with empty seq counters and history (the in-memory store).
+
+    The relay finishes what the test handed it, and sweeps no more, before the
+    test's database goes away.
+    """
     reset_store()
     yield
+    relay.flush(timeout=10)
+    relay.stop_sweeping()
     reset_store()
 
 
@@ -49,6 +56,8 @@ def domain(make_user: Any) -> dict[str, Any]:
     secret = Project.objects.create(name="Secret", owner=carol)
     task = Task.objects.create(project=website, title="Write docs")
     hidden = Task.objects.create(project=secret, title="Hidden")
+    # Publish these writes now, not while the test under way subscribes.
+    relay.flush(timeout=10)
     return {
         "alice": alice,
         "bob": bob,

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from django.test import override_settings
 from websockets.asyncio.client import connect
 
-from notifications.streams import Position, RedisStreamStore
+from notifications.redis_store import RedisStreamStore
+from notifications.streams import Position
 from tests.servers import (
     MANAGE,
     PYTHON,

@@ -19,6 +19,9 @@ export interface LiveMeta {
   id?: string;
   filter?: Filter;
   seq?: number;
+  /** On an event: the seq of the last event this subscriber was sent, when the server skipped some in
+   * between that it may not see (members of a collection hidden from it). Absent means `seq - 1`. */
+  prev?: number;
   epoch?: string;
   recovered?: boolean;
   /** Serializer fields that changed (UPDATE_* events). */

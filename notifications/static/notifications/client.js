@@ -319,7 +319,7 @@ class LiveClient {
     }
     const { seq } = event.meta;
     if (seq <= target.seq) return; // already applied
-    if (seq > target.seq + 1) {
+    if (previousSeq(event) > target.seq) {
       target.buffer.push(event);
       this.#sendSubscribe(target, "gap");
       return;
@@ -332,8 +332,9 @@ class LiveClient {
   #drain(target) {
     const later = [];
     for (const event of target.buffer.sort((a, b) => a.meta.seq - b.meta.seq)) {
-      if (event.meta.seq === target.seq + 1) this.#apply(target, event);
-      else if (event.meta.seq > target.seq + 1) later.push(event);
+      if (event.meta.seq <= target.seq) continue;
+      if (previousSeq(event) <= target.seq) this.#apply(target, event);
+      else later.push(event);
     }
     target.buffer = later;
   }
@@ -433,6 +434,15 @@ class Subscription {
 }
 
 // --- helpers --------------------------------------------------------------------------------------
+
+/**
+ * The seq of the event this one follows on from: `meta.prev` when the server skipped events this
+ * subscriber may not see (members of a collection hidden from it), else the seq just before.
+ */
+function previousSeq(event) {
+  const { seq, prev } = event.meta;
+  return typeof prev === "number" ? prev : seq - 1;
+}
 
 /** The routing key of a target: object targets by id, collections by their filter as canonical JSON. */
 function targetKey(model, where) {
