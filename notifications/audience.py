@@ -22,6 +22,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connections, models, transaction
 
 from . import frames
+from .messages import Entry
 from .registration import Registration
 from .targets import ANONYMOUS, Target
 
@@ -50,7 +51,7 @@ class Unit:
 class Decision:
     """The event to commit (None: nothing to send), and users who lose the target without one."""
 
-    entry: dict[str, Any] | None
+    entry: Entry | None
     revoked: list[str] = field(default_factory=list)
 
 
@@ -135,7 +136,7 @@ def _decide_object(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
         variant = "update"
     if not prefixes:
         return Decision(None, denied)
-    entry = {"stream": unit.target.stream, "kind": unit.kind, "frames": {variant: prefixes}, "shown": shown}
+    entry: Entry = {"stream": unit.target.stream, "kind": unit.kind, "frames": {variant: prefixes}, "shown": shown}
     if denied:
         entry["revoked"] = denied
     return Decision(entry)
@@ -192,7 +193,7 @@ def _decide_member(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
         variants["delete"] = {"*": frames.event_prefix(registration.get_event_type("delete"), gone, meta)}
     if not shown and not denied:
         return Decision(None, revoked)
-    entry: dict[str, Any] = {
+    entry: Entry = {
         "stream": unit.target.stream,
         "kind": unit.kind,
         "member": unit.object_id,
@@ -206,16 +207,16 @@ def _decide_member(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
     return Decision(entry)
 
 
-def _delete_entry(unit: Unit) -> dict[str, Any]:
+def _delete_entry(unit: Unit) -> Entry:
     registration = unit.registration
     meta = unit.target.meta()
     if unit.target.is_collection:
         meta = {**meta, "id": unit.object_id}
     text = frames.event_prefix(registration.get_event_type("delete"), {"id": unit.object_id}, meta)
-    entry: dict[str, Any] = {"stream": unit.target.stream, "kind": "delete", "frames": {"delete": {"*": text}}}
+    entry: Entry = {"stream": unit.target.stream, "kind": "delete", "frames": {"delete": {"*": text}}, "shown": None}
     if unit.target.is_collection:
-        entry.update(member=unit.object_id, before=unit.before)
-    entry["shown"] = None
+        entry["member"] = unit.object_id
+        entry["before"] = unit.before
     return entry
 
 

@@ -122,7 +122,10 @@ def append(kind: str, model: str, object_id: str, data: dict[str, Any], *, using
     from . import outbox  # not at import time: the app's models load after the package
 
     using = using or DEFAULT_DB_ALIAS
-    outbox.append(using, transaction_token(using), kind, model, object_id, data)
+    # In a block of its own when none is open (a logout, a signal outside a
+    # transaction): the relay is told on commit, after the row exists.
+    with transaction.atomic(using=using, savepoint=False):
+        outbox.append(using, transaction_token(using), kind, model, object_id, data)
 
 
 def transaction_token(using: str) -> str:

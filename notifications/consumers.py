@@ -348,7 +348,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         try:
             return await get_store().register(subscription.target.stream, subscription.user)
         except Exception as exc:
-            logger.warning("Stream store unavailable while subscribing to %s", subscription.target.stream, exc_info=True)
+            logger.warning(
+                "Stream store unavailable while subscribing to %s", subscription.target.stream, exc_info=True
+            )
             raise Unavailable(str(exc)) from exc
 
     async def send_snapshot(
@@ -375,7 +377,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                     _payload, subscription.members = await self.snapshot(subscription, data, members_only=True)
                     subscription.complete = True
                 reply = frames.reply(
-                    "SUBSCRIBED", None, request_id, **meta, seq=data["since"], epoch=replay.position.epoch, recovered=True
+                    "SUBSCRIBED",
+                    None,
+                    request_id,
+                    **meta,
+                    seq=data["since"],
+                    epoch=replay.position.epoch,
+                    recovered=True,
                 )
                 await self.send_frame(reply)
                 for text in texts:

@@ -97,9 +97,7 @@ def publish_event(
         payloads = {audience: make(audience) for audience in registration.audiences}
         db = using or instance._state.db or DEFAULT_DB_ALIAS
         with transaction.atomic(using=db, savepoint=False):
-            changes.record_event(
-                registration, event_type, payloads, wire_id=registration.wire_id(instance), using=db
-            )
+            changes.record_event(registration, event_type, payloads, wire_id=registration.wire_id(instance), using=db)
         return
     assert model is not None and filter is not None
     registration = registry.get(model)

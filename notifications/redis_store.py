@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from .conf import live_settings
+from .messages import Entry
 from .streams import Claim, Listener, Position, Receiver, Replay, StoreBusy, contiguous, control_channel, new_epoch
 
 logger = logging.getLogger("notifications.streams")
@@ -99,6 +100,7 @@ class RedisStreamStore:
         self._sync: Any = None
         self._scripts: dict[str, Any] = {}
         self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._register_scripts: dict[asyncio.AbstractEventLoop, Any] = {}
 
     # Clients ----------------------------------------------------------------
 
@@ -133,18 +135,19 @@ class RedisStreamStore:
         if client is None:
             for old in [old for old in self._clients if old.is_closed()]:
                 del self._clients[old]
+                self._register_scripts.pop(old, None)
             retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,))
             client = aredis.Redis.from_url(
                 self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry=retry
             )
-            client.drf_live_register = client.register_script(_REGISTER)
             self._clients[loop] = client
+            self._register_scripts[loop] = client.register_script(_REGISTER)
         return client
 
     # The relay's side ---------------------------------------------------------
 
     def claim(self, stream: str) -> Claim | None:
-        client = self._client()
+        self._client()  # loads the scripts
         seq_key, _, subs_key, hold_key = keys(stream)
         token = secrets.token_hex(8)
         hold_ms = int(float(live_settings.CLAIM_TIMEOUT) * 1000)
@@ -163,7 +166,7 @@ class RedisStreamStore:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def commit(self, claim: Claim, entry: dict[str, Any]) -> int | None:
+    def commit(self, claim: Claim, entry: Entry) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)
         body = orjson.dumps(entry).decode()[1:]  # the entry's fields, after the seq and epoch
         ttl = int(live_settings.HISTORY_TTL)
@@ -203,8 +206,8 @@ class RedisStreamStore:
         seq_key, _, subs_key, _ = keys(stream)
         now = time.time()
         window = float(live_settings.RESUME_WINDOW)
-        client = self._aclient()
-        seq, epoch = await client.drf_live_register(
+        self._aclient()
+        seq, epoch = await self._register_scripts[asyncio.get_running_loop()](
             keys=[epoch_key(), seq_key, subs_key],
             args=[user, now + window, now, new_epoch(), int(live_settings.HISTORY_TTL), int(window * 2) + 1],
         )
@@ -254,6 +257,7 @@ class RedisStreamStore:
             self._sync.close()
             self._sync = None
         self._clients.clear()
+        self._register_scripts.clear()
 
 
 class RedisListener:
@@ -291,7 +295,9 @@ class RedisListener:
                 asyncio.open_connection(parts.hostname or "localhost", parts.port or 6379, ssl=context), 5
             )
             if parts.password:
-                auth = [unquote(parts.username), unquote(parts.password)] if parts.username else [unquote(parts.password)]
+                auth = (
+                    [unquote(parts.username), unquote(parts.password)] if parts.username else [unquote(parts.password)]
+                )
                 writer.write(_command("AUTH", *auth))
                 reply = await asyncio.wait_for(_read(reader), 5)
                 if isinstance(reply, Exception):

@@ -353,7 +353,15 @@ def _units(change: Change) -> list[Unit]:
         return []
     units = []
     if change.kind != "create":
-        units.append(Unit(registration, Target(registration.label, id=change.object_id), change.kind, change.object_id, change.changed))
+        units.append(
+            Unit(
+                registration,
+                Target(registration.label, id=change.object_id),
+                change.kind,
+                change.object_id,
+                change.changed,
+            )
+        )
     at_start = {**change.current, **change.previous}
     before = registration.collections_of(at_start) if change.kind != "create" else []
     after = registration.collections_of(change.current) if change.kind != "delete" else []

@@ -22,9 +22,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .conf import live_settings
+
+if TYPE_CHECKING:
+    from .messages import Entry
 
 
 class StoreBusy(Exception):
@@ -85,7 +88,7 @@ class StreamStore(Protocol):
     def claim(self, stream: str) -> Claim | None:
         """Hold ``stream`` and return who is subscribed; None (and no hold) when nobody is."""
 
-    def commit(self, claim: Claim, entry: dict[str, Any]) -> int | None:
+    def commit(self, claim: Claim, entry: Entry) -> int | None:
         """Take the next seq, keep and publish ``entry`` as that event, release the hold.
 
         None when someone subscribed since the claim (the hold is released):
@@ -200,7 +203,7 @@ class MemoryStreamStore:
                 if not self._lock.wait(max(deadline - time.monotonic(), 0)):
                     raise StoreBusy(stream)
 
-    def commit(self, claim: Claim, entry: dict[str, Any]) -> int | None:
+    def commit(self, claim: Claim, entry: Entry) -> int | None:
         with self._lock:
             stream = self._get(claim.stream)
             if stream.held_by != claim.token:

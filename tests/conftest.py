@@ -13,16 +13,21 @@ from notifications.streams import reset_store
 
 
 @pytest.fixture(autouse=True)
-def fresh_store() -> Iterator[None]:
+def fresh_store(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test starts with empty seq counters and history (the in-memory store).
 
     The relay finishes what the test handed it, and sweeps no more, before the
-    test's database goes away.
+    test's database goes away: the database fixture is set up first, so that it
+    is torn down after this one.
     """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None:
+        transactional = marker.kwargs.get("transaction", False) or (marker.args and marker.args[0])
+        request.getfixturevalue("transactional_db" if transactional else "db")
     reset_store()
     yield
-    relay.flush(timeout=10)
     relay.stop_sweeping()
+    relay.flush(timeout=10)
     reset_store()
 
 

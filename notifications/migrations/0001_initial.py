@@ -4,31 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='OutboxEntry',
+            name="OutboxEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('txn', models.CharField(db_index=True, max_length=32)),
-                ('created', models.FloatField(db_index=True, help_text='time.time() when recorded')),
-                ('lease_until', models.FloatField(blank=True, db_index=True, null=True)),
-                ('owner', models.CharField(blank=True, default='', max_length=32)),
-                ('kind', models.CharField(max_length=16)),
-                ('model', models.CharField(blank=True, default='', max_length=100)),
-                ('object_id', models.CharField(blank=True, default='', max_length=100)),
-                ('data', models.JSONField(default=dict)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("txn", models.CharField(db_index=True, max_length=32)),
+                ("created", models.FloatField(db_index=True, help_text="time.time() when recorded")),
+                ("lease_until", models.FloatField(blank=True, db_index=True, null=True)),
+                ("owner", models.CharField(blank=True, default="", max_length=32)),
+                ("kind", models.CharField(max_length=16)),
+                ("model", models.CharField(blank=True, default="", max_length=100)),
+                ("object_id", models.CharField(blank=True, default="", max_length=100)),
+                ("data", models.JSONField(default=dict)),
             ],
             options={
-                'verbose_name': 'outbox entry',
-                'verbose_name_plural': 'outbox entries',
-                'db_table': 'drf_live_outbox',
-                'ordering': ['id'],
+                "verbose_name": "outbox entry",
+                "verbose_name_plural": "outbox entries",
+                "db_table": "drf_live_outbox",
+                "ordering": ["id"],
             },
         ),
     ]

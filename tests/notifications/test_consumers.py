@@ -18,6 +18,8 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from notifications.testing import published
+
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 NOT_FOUND = {"code": "not_found", "detail": "No such object."}
@@ -295,6 +297,7 @@ async def test_write_sends_update_with_changed_fields_and_next_seqs(connect, dom
         "title": "Write the docs",
         "done": False,
         "assignee": None,
+        "private": False,
     }
     assert first == {
         "type": "UPDATE_TASK",
@@ -675,8 +678,10 @@ async def test_allow_anonymous_lets_the_rest_apis_rules_for_anonymous_decide(con
 
 
 async def write_three(task: Any) -> None:
+    # Each write's event is published before the next write: each carries its own title.
     for title in ("one", "two", "three"):
         await save_title(task, title)
+        await published()
 
 
 def assert_missed_updates(frames: list[dict[str, Any]], task: Any, since: int) -> None:
