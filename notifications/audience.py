@@ -23,28 +23,11 @@ from django.db import connections, models, transaction
 
 from . import frames
 from .messages import Entry
+from .plan import Unit
 from .registration import Registration
-from .targets import ANONYMOUS, Target
+from .targets import ANONYMOUS
 
 logger = logging.getLogger("notifications.relay")
-
-
-@dataclass
-class Unit:
-    """One event to decide: a change as one target's subscribers will see it."""
-
-    registration: Registration
-    target: Target
-    kind: str  # "create", "update", "delete", "touch" (derived fields or visibility) or "event"
-    object_id: str  # the changed object's wire id (a collection's member)
-    changed: list[str] = field(default_factory=list)
-    before: bool = True  # collections: the object was a member before the change
-    event_type: str = ""
-    payloads: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        return (self.target, self.kind, self.object_id, self.event_type)
 
 
 @dataclass
