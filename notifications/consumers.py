@@ -516,9 +516,14 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         seq = message.get("seq")
         if isinstance(seq, int):
+            if message.get("epoch") != subscription.epoch:
+                # The stream started a new history (its keys expired, Redis lost them): the seqs
+                # start again, and what the client holds can no longer be vouched for.
+                self.resync(f"{subscription.target.stream}: epoch {message.get('epoch')}")
+                return
             if seq <= subscription.seq:
                 return  # In the snapshot, or a repeat.
-            if message.get("epoch") != subscription.epoch or seq > max(subscription.seq, prev or 0) + 1:
+            if seq > max(subscription.seq, prev or 0) + 1:
                 # The process never received an event between the snapshot and this one.
                 self.resync(f"{subscription.target.stream}: event {seq} after {subscription.seq}")
                 return

@@ -102,7 +102,7 @@ def _member_outcome(
         members[member] = True
         return frames[variant].get(shown[subscription.user])
     # Deleted, moved out, or hidden from this user now.
-    if held is None and message.get("before") and message["kind"] != "delete":
+    if held is None and message.get("before"):
         return RESYNC  # Whether the client holds it is unknown; a DELETE could name a member it never saw.
     if subscription.complete or message["kind"] == "delete":
         members.pop(member, None)

@@ -82,6 +82,8 @@ class Hub:
                     del self.groups[channel]
                 raise
             entry.ready.set()
+            if not entry.members and self.groups.get(channel) is entry:
+                await self.leave(channel, member)  # Its only member left while it joined.
             return
         entry.members.add(member)
         await entry.ready.wait()

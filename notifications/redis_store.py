@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import ssl
 import time
@@ -94,6 +95,11 @@ def epoch_key() -> str:
     return f"{live_settings.PREFIX}:epoch"
 
 
+def history_ttl() -> int:
+    """``HISTORY_TTL`` in whole seconds, at least one (``EXPIRE 0`` would delete the key)."""
+    return max(1, math.ceil(float(live_settings.HISTORY_TTL)))
+
+
 class RedisStreamStore:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -169,7 +175,7 @@ class RedisStreamStore:
     def commit(self, claim: Claim, entry: Entry) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)
         body = orjson.dumps(entry).decode()[1:]  # the entry's fields, after the seq and epoch
-        ttl = int(live_settings.HISTORY_TTL)
+        ttl = history_ttl()
         reply = self._scripts["commit"](
             keys=[epoch_key(), seq_key, history_key, hold_key],
             args=[claim.token, claim.version, body, new_epoch(), ttl, int(live_settings.HISTORY_LENGTH), claim.stream],
@@ -191,7 +197,7 @@ class RedisStreamStore:
             seq_key, history_key, _, _ = keys(stream)
             self._scripts["rotate"](
                 keys=[epoch_key(), seq_key, history_key],
-                args=[new_epoch(), int(live_settings.HISTORY_TTL), stream],
+                args=[new_epoch(), history_ttl(), stream],
                 client=client,
             )
 
@@ -209,7 +215,7 @@ class RedisStreamStore:
         self._aclient()
         seq, epoch = await self._register_scripts[asyncio.get_running_loop()](
             keys=[epoch_key(), seq_key, subs_key],
-            args=[user, now + window, now, new_epoch(), int(live_settings.HISTORY_TTL), int(window * 2) + 1],
+            args=[user, now + window, now, new_epoch(), history_ttl(), int(window * 2) + 1],
         )
         return Position(int(seq), epoch.decode())
 
@@ -219,9 +225,12 @@ class RedisStreamStore:
         async with self._aclient().pipeline(transaction=False) as pipe:
             count = 0
             for stream, user in pairs:
-                _, _, subs_key, _ = keys(stream)
+                seq_key, _, subs_key, _ = keys(stream)
                 pipe.zadd(subs_key, {user: until}, gt=True)
                 pipe.expire(subs_key, int(window * 2) + 1)
+                # A quiet target keeps its seq and epoch while anyone holds it: the
+                # numbering must not start again under a socket that stays open.
+                pipe.expire(seq_key, history_ttl(), gt=True)
                 count += 1
             if count:
                 await pipe.execute()
@@ -278,6 +287,8 @@ class RedisListener:
         self.connecting: asyncio.Future[None] | None = None
         self.waiting: dict[str, list[asyncio.Future[None]]] = {}
         self.failed: BaseException | None = None
+        self.pinger: asyncio.Task[None] | None = None
+        self.heard = 0.0
 
     async def _connect(self) -> None:
         if self.failed is not None:
@@ -304,7 +315,9 @@ class RedisListener:
                     writer.close()
                     raise reply
             self.reader, self.writer = reader, writer
+            self.heard = time.monotonic()
             self.task = asyncio.get_running_loop().create_task(self._run())
+            self.pinger = asyncio.get_running_loop().create_task(self._keepalive())
             self.connecting.set_result(None)
         except BaseException as exc:
             self.connecting.set_exception(exc)
@@ -326,17 +339,32 @@ class RedisListener:
             self.writer.write(_command("UNSUBSCRIBE", channel))
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
+        for task in (self.task, self.pinger):
+            if task is not None:
+                task.cancel()
         if self.writer is not None:
             self.writer.close()
         self.writer = None
+
+    async def _keepalive(self) -> None:
+        """PING an idle connection: one that stays silent (half-open, say) counts as lost."""
+        while self.writer is not None and self.failed is None:
+            await asyncio.sleep(KEEPALIVE)
+            if self.writer is None or self.failed is not None:
+                return
+            if time.monotonic() - self.heard > 3 * KEEPALIVE:
+                self.writer.close()  # _run reads the end of the stream and reports the loss
+                return
+            self.writer.write(_command("PING"))
 
     async def _run(self) -> None:
         assert self.reader is not None
         try:
             while True:
                 reply = await _read(self.reader)
+                self.heard = time.monotonic()
+                if isinstance(reply, Exception):
+                    raise reply  # NOAUTH, say: nothing this connection was asked will happen
                 if not isinstance(reply, list) or len(reply) < 3:
                     continue
                 kind = reply[0]
@@ -356,7 +384,11 @@ class RedisListener:
             raise
         except BaseException as exc:  # noqa: BLE001 - the connection is gone: report it
             self.failed = exc
+            if self.writer is not None:
+                self.writer.close()
             self.writer = None
+            if self.pinger is not None:
+                self.pinger.cancel()
             for futures in self.waiting.values():
                 for future in futures:
                     if not future.done():
@@ -364,6 +396,10 @@ class RedisListener:
                         future.exception()
             self.waiting.clear()
             self.receiver.lost(exc)
+
+
+#: Seconds between PINGs on an idle pub/sub connection; three times as long without a reply is a loss.
+KEEPALIVE = 15.0
 
 
 def _command(*parts: str) -> bytes:
