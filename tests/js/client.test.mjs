@@ -370,6 +370,34 @@ test("a gap resubscribes once with since; events buffered meanwhile are applied 
   assert.deepEqual(t.socket().sent, []);
 });
 
+test("meta.prev names the event this one follows on from: skipped seqs are no gap", () => {
+  const t = setup();
+  openWithoutToken(t);
+  t.client.subscribe("api.task", { project: "P1" });
+  t.socket().takeSent();
+  t.socket().receive(subscribedProject(1, 9));
+  t.takeActions();
+
+  // Seqs 10 and 11 were about members this user may not see: the server skipped them.
+  const skipped = { ...createInProject(12), meta: { ...createInProject(12).meta, prev: 9 } };
+  t.socket().receive(skipped);
+  t.socket().receive(createInProject(13));
+  assert.deepEqual(t.takeActions(), [skipped, createInProject(13)]);
+  assert.deepEqual(t.socket().sent, [], "no resubscribe: nothing was missed");
+
+  // A prev later than what the client holds is a real gap.
+  const past = { ...createInProject(20), meta: { ...createInProject(20).meta, prev: 15 } };
+  t.socket().receive(past);
+  assert.deepEqual(t.takeActions(), []);
+  assert.deepEqual(t.socket().takeSent(), [
+    { action: "subscribe", model: "api.task", filter: { project: "P1" }, since: 13, epoch: "r7f2", request_id: 2 },
+  ]);
+  t.socket().receive(subscribedProject(2, 13, "r7f2", { recovered: true }));
+  const replayed = { ...createInProject(15), meta: { ...createInProject(15).meta, prev: 13 } };
+  t.socket().receive(replayed);
+  assert.deepEqual(t.takeActions(), [replayed, past], "the buffered event follows the replayed one");
+});
+
 test("a gap answered by a fresh snapshot: RESYNC, snapshot, then the buffered events that follow it", () => {
   const t = setup();
   openWithoutToken(t);
