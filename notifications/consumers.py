@@ -12,34 +12,26 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from . import actions as viewset_actions
 from . import delivery, frames
 from .auth import authenticate_token, header
 from .conf import live_settings
 from .delivery import REVOKE, Subscription, Verdict
-from .exceptions import Unavailable
+from .exceptions import RequestError, Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
 from .limits import TokenBucket, sockets_per_user
 from .outgoing import Outgoing
+from .registration import default_host
 from .registry import Registry, site
 from .relay import relay
 from .streams import Position, control_channel, get_store
-from .subscriptions import SubscriptionSerializer, TargetSerializer, error_code
+from .subscriptions import SubscriptionSerializer, TargetSerializer, ViewsetRequestSerializer, error_code
 from .targets import Target, session_group, token_group, user_group, user_key
 
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
-
-
-class RequestError(Exception):
-    """A request that gets an ``ERROR`` reply."""
-
-    def __init__(self, code: frames.ErrorCode, detail: str | None = None, **extra: Any) -> None:
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-        self.extra = extra
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
@@ -61,6 +53,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         "unsubscribe": "unsubscribe",
         "authenticate": "authenticate",
         "ping": "ping",
+        # Answered by the registered viewset (notifications.actions), as the REST API answers.
+        "retrieve": "viewset_request",
+        "list": "viewset_request",
+        "create": "viewset_request",
+        "update": "viewset_request",
+        "partial_update": "viewset_request",
+        "destroy": "viewset_request",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -252,6 +251,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if not isinstance(action, str):
                 raise RequestError("invalid", "Say what to do in `action`.", fields=["action"])
             method = self.actions.get(action)
+            if method is None and any(action in registration.custom_actions for registration in self.registry):
+                method = "viewset_request"  # a registration's own action (its custom_actions)
             if method is None:
                 raise RequestError("unknown_action")
             if action not in {"authenticate", "ping"} and self.user is None:
@@ -415,8 +416,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             members = {registration.wire_id(pk): True for pk in queryset.values_list("pk", flat=True)}
             if members_only:
                 return None, members
-            view = registration.get_view(self.user, action="list", host=self.host)
-            return view.get_serializer(queryset, many=True).data, members
+            # The REST API's list of the collection, paginated as the REST list is: the first page.
+            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
+            listed = viewset_actions.run(registration, "list", self.user, self.origin, lookups=lookups)
+            return listed.payload, members
         instance = registration.get_visible(self.user, data["instance"].pk, host=self.host)
         if instance is None:  # Deleted or hidden since it was validated.
             raise RequestError("not_found")
@@ -447,12 +450,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not any(other.target.stream == subscription.target.stream for other in self.subscriptions.values()):
             await self.hub.leave(subscription.target.stream, self)
 
-    async def validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
-        return await self._validate(serializer_class, content)
+    async def validate(
+        self, serializer_class: type[TargetSerializer], content: dict[str, Any], **context: Any
+    ) -> dict[str, Any]:
+        return await self._validate(serializer_class, content, context)
 
     @database_sync_to_async
-    def _validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
-        context = {"registry": self.registry, "user": self.user, "host": self.host}
+    def _validate(
+        self, serializer_class: type[TargetSerializer], content: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        context = {"registry": self.registry, "user": self.user, "host": self.host, **extra}
         serializer = serializer_class(data=content, context=context)
         if not serializer.is_valid():
             code, fields = error_code(serializer.errors)
@@ -465,6 +472,63 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     def host(self) -> str | None:
         value = header(self.scope, b"host")
         return value.rsplit(":", 1)[0] if value else None
+
+    @property
+    def origin(self) -> viewset_actions.Origin:
+        """The host and scheme the client reached: links the viewset builds (pagination) are the REST API's."""
+        host = header(self.scope, b"host") or default_host()
+        return viewset_actions.Origin(host, secure=self.scope.get("scheme") == "wss")
+
+    # Requests the viewset answers ----------------------------------------------------
+
+    async def viewset_request(self, content: dict[str, Any], request_id: Any) -> None:
+        action = content["action"]
+        if not self.subscribe_bucket.take():
+            raise RequestError("throttled")
+        registration = self.registry.get_by_label(content.get("model"))
+        if registration is None:
+            raise RequestError("not_found")
+        if action not in registration.socket_actions and action not in registration.custom_actions:
+            # Whatever the body: what a registration has not enabled does not run.
+            raise RequestError("not_allowed", f"{action} is not enabled for {registration.label}.")
+        data = await self.validate(ViewsetRequestSerializer, content, action=action, collection=action == "list")
+        subscription = self.subscriptions.get(data["target"].stream) if action == "list" else None
+        if subscription is not None and subscription.pending is not None:
+            subscription = None  # Still subscribing: its SUBSCRIBED will carry the seq.
+        meta = data["target"].meta() if action != "create" else {"model": registration.label}
+        if subscription is not None:
+            # A page of a collection this socket holds is answered in its event stream, at
+            # its seq: the events that arrive meanwhile follow the reply, so a client applies
+            # the page, then only the events after it.
+            subscription.pending = []
+            meta.update(seq=subscription.seq, epoch=subscription.epoch)
+        try:
+            reply = await self._run_viewset(registration, action, data)
+            if action == "list" and "page" in data:
+                meta["page"] = data["page"]
+            await self.send_frame(frames.reply(reply.type, reply.payload, request_id, **meta, **reply.meta))
+        finally:
+            if subscription is not None and subscription.pending is not None:
+                pending, subscription.pending = subscription.pending, None
+                for message, prev in pending:
+                    self.forward(subscription, message, prev)
+
+    @database_sync_to_async
+    def _run_viewset(self, registration: Any, action: str, data: dict[str, Any]) -> viewset_actions.Reply:
+        if action in registration.custom_actions:
+            return viewset_actions.call_custom(
+                registration, action, self.user, self.origin, pk=data.get("pk"), data=data.get("data")
+            )
+        return viewset_actions.run(
+            registration,
+            action,
+            self.user,
+            self.origin,
+            pk=data.get("pk"),
+            lookups=data.get("lookups"),
+            query=data.get("query"),
+            data=data.get("data"),
+        )
 
     # Stream and control messages, from the hub ------------------------------------
 

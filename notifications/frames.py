@@ -21,7 +21,7 @@ ErrorCode = Literal[
 ERROR_DETAILS: dict[str, str] = {
     "parse_error": "Send one JSON object per text frame.",
     "invalid": "Some fields are missing or have the wrong type.",
-    "unknown_action": "Unknown action: use subscribe, unsubscribe, authenticate or ping.",
+    "unknown_action": "Unknown action: use subscribe, unsubscribe, retrieve, list, authenticate or ping.",
     "not_found": "No such object.",
     "not_authenticated": "Authenticate first: send a token header, a session cookie or an authenticate frame.",
     "throttled": "Too many requests: slow down.",

@@ -146,11 +146,15 @@ def _touch_units(label: str, wire_id: str, derived: list[str], using: str) -> li
     if registration is None:
         return []
     units = [Unit(registration, Target(label, id=wire_id), "touch", wire_id, derived)]
+    values: dict[str, str | None] = {}
     if registration.filter_fields:
         pk = registration.decode_id(wire_id)
         instance = registration.model._base_manager.using(using).filter(pk=pk).first() if pk is not None else None
-        for filter in registration.collections_of(registration.filter_values(instance)):
-            units.append(Unit(registration, Target.collection(label, filter), "touch", wire_id, derived))
+        if instance is None:
+            return units
+        values = registration.filter_values(instance)
+    for filter in registration.collections_of(values):
+        units.append(Unit(registration, Target.collection(label, filter), "touch", wire_id, derived))
     return units
 
 

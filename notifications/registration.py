@@ -67,6 +67,16 @@ class Registration:
     audiences: Sequence[str] = ("all",)
     #: Other registered objects whose representation depends on this model (see ``Touch``).
     touches: Sequence[Touch] = ()
+    #: Viewset actions a socket may request (``notifications.actions``). Reads are on;
+    #: add "create", "update", "partial_update", "destroy" to let sockets write
+    #: through the viewset, as the REST API does.
+    socket_actions: Sequence[str] = ("retrieve", "list")
+    #: Actions of your own: wire name -> name of a method of this registration that
+    #: takes a ``notifications.actions.SocketRequest`` and returns a payload or a ``Reply``.
+    custom_actions: dict[str, str] = {}
+    #: Whether a socket may subscribe to every object of the model it may see
+    #: (a subscription with neither ``id`` nor ``filter``).
+    allow_unfiltered: bool = True
 
     def __init__(self, model: type[models.Model], registry: Registry) -> None:
         self.model = model
@@ -181,9 +191,9 @@ class Registration:
         return self.registry.get_for(related_model)
 
     def collections_of(self, values: dict[str, str | None]) -> list[dict[str, str]]:
-        """Every filter (one per non-empty set of filter fields) whose collection holds these values."""
+        """Every filter (one per set of filter fields, the empty one too) whose collection holds these values."""
         names = sorted(name for name, value in values.items() if value is not None)
-        filters = []
+        filters: list[dict[str, str]] = [{}] if self.allow_unfiltered else []
         for mask in range(1, 1 << len(names)):
             filters.append({name: str(values[name]) for bit, name in enumerate(names) if mask & (1 << bit)})
         return filters
@@ -194,6 +204,18 @@ class Registration:
         A collection is visible when the user may ``GET`` each object its filter
         names (by that model's own registration) and may list this model.
         """
+        lookups = self.collection_lookups(user, filter, host=host)
+        if lookups is None:
+            return None
+        view = self.get_view(user, action="list", host=host)
+        if not self.has_permission(view):
+            return None
+        return view.filter_queryset(view.get_queryset()).filter(**lookups)
+
+    def collection_lookups(
+        self, user: Any, filter: dict[str, str], *, host: str | None = None
+    ) -> dict[str, Any] | None:
+        """The ORM lookups of ``filter``, if ``user`` may see every object it names; else None."""
         lookups: dict[str, Any] = {}
         for name, value in filter.items():
             related = self._related_registration(name)
@@ -203,10 +225,7 @@ class Registration:
             if pk is None or related.get_visible(user, pk, host=host) is None:
                 return None
             lookups[name] = pk
-        view = self.get_view(user, action="list", host=host)
-        if not self.has_permission(view):
-            return None
-        return view.filter_queryset(view.get_queryset()).filter(**lookups)
+        return lookups
 
     def serialize_collection(self, user: Any, filter: dict[str, str], *, host: str | None = None) -> Any:
         """What ``GET`` of the list, filtered by ``filter``, returns to ``user``."""
@@ -260,7 +279,7 @@ class Registration:
         """A ``GET`` request by ``user``, as the viewset and serializer expect to see."""
         http = HttpRequest()
         http.method = "GET"
-        http.META["SERVER_NAME"] = host or _default_host()
+        http.META["SERVER_NAME"] = host or default_host()
         http.META["SERVER_PORT"] = "443" if settings.SECURE_SSL_REDIRECT else "80"
         request = Request(http)
         request.user = user
@@ -391,7 +410,7 @@ class Registration:
         return [related.label, related.wire_id(value), list(touch.changed)]
 
 
-def _default_host() -> str:
+def default_host() -> str:
     for host in settings.ALLOWED_HOSTS:
         if host and "*" not in host and not host.startswith("."):
             return host

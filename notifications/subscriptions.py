@@ -41,18 +41,23 @@ class TargetSerializer(serializers.Serializer):
 
     model = StrictCharField(max_length=100)
     id = StrictCharField(max_length=100, required=False)
-    filter = serializers.DictField(child=StrictCharField(max_length=100), required=False, allow_empty=False)
+    filter = serializers.DictField(child=StrictCharField(max_length=100), required=False, allow_empty=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if ("id" in attrs) == ("filter" in attrs):
+        if "id" in attrs and "filter" in attrs:
             raise serializers.ValidationError(
-                {"id": "Give either an id or a filter.", "filter": "Give either an id or a filter."}
+                {"id": "Give an id or a filter, not both.", "filter": "Give an id or a filter, not both."}
             )
         registry: Registry = self.context.get("registry", site)
         registration = registry.get_by_label(attrs["model"])
         if registration is None:
             raise serializers.ValidationError("No such object.", code=NOT_FOUND)
         attrs["registration"] = registration
+        if "id" not in attrs:
+            # Neither id nor filter: every object of the model the viewset shows the user.
+            attrs.setdefault("filter", {})
+            if not attrs["filter"] and not registration.allow_unfiltered and self.context.get("collection", True):
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
         if "filter" in attrs:
             unknown = sorted(set(attrs["filter"]) - set(registration.filter_fields))
             if unknown:
@@ -122,3 +127,43 @@ def _codes(errors: Any) -> set[str]:
     if isinstance(errors, list):
         return set().union(*(_codes(value) for value in errors)) if errors else set()
     return {getattr(errors, "code", "")}
+
+
+class ViewsetRequestSerializer(TargetSerializer):
+    """A request the registered viewset answers (``retrieve``, ``list``, writes, custom actions).
+
+    Needs ``context["user"]`` and ``context["action"]``; the consumer has
+    checked that the registration enables the action. On success
+    ``validated_data`` holds the ``pk`` (actions on one object), the
+    collection ``lookups`` (``list``), and the ``query`` parameters.
+    """
+
+    page = StrictIntegerField(min_value=1, required=False)
+    query = serializers.DictField(child=StrictCharField(max_length=1000), required=False)
+    data = serializers.JSONField(required=False)  # type: ignore[assignment]  # a field, not Serializer.data
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from .actions import VIEWSET_ACTIONS
+
+        action = self.context["action"]
+        detail = VIEWSET_ACTIONS[action][1] if action in VIEWSET_ACTIONS else "id" in attrs
+        if detail and "id" not in attrs:
+            raise serializers.ValidationError({"id": f"{action} needs the id of an object."})
+        attrs = super().validate(attrs)
+        registration = attrs["registration"]
+        user = self.context["user"]
+        query = dict(attrs.get("query", {}))
+        if "page" in attrs:
+            query["page"] = str(attrs["page"])
+        attrs["query"] = query
+        if detail:
+            pk = registration.decode_id(attrs["id"])
+            if pk is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["pk"] = pk
+        elif action == "list":
+            lookups = registration.collection_lookups(user, dict(attrs["filter"]), host=self.context.get("host"))
+            if lookups is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["lookups"] = lookups
+        return attrs

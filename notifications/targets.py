@@ -40,7 +40,9 @@ class Target:
     @property
     def stream(self) -> str:
         """The name of this target's event stream (seq counter and history)."""
-        if self.filter is not None:
+        if self.filter == ():
+            name = f"{self.model}.all"  # the unfiltered collection: every object the user may see
+        elif self.filter is not None:
             body = ".".join(f"{field}-{_safe(value)}" for field, value in self.filter)
             name = f"{self.model}.c.{body}"
         else:

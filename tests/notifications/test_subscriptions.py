@@ -33,7 +33,6 @@ def raw_id(model: type, hashid: str) -> int:
     [
         ({}, ["model"]),
         ({"id": "Xk3Lp9q"}, ["model"]),
-        ({"model": "api.task"}, ["filter", "id"]),
         ({"model": 5, "id": "Xk3Lp9q"}, ["model"]),
         ({"model": None, "id": "Xk3Lp9q"}, ["model"]),
         ({"model": ["api.task"], "id": "Xk3Lp9q"}, ["model"]),
@@ -43,7 +42,6 @@ def raw_id(model: type, hashid: str) -> int:
         ({"model": "api.task", "id": ""}, ["id"]),
         ({"model": "api.task", "id": "x" * 101}, ["id"]),
         ({"model": "api.task", "filter": "x"}, ["filter"]),
-        ({"model": "api.task", "filter": {}}, ["filter"]),
         ({"model": "api.task", "filter": {"project": 5}}, ["filter"]),
         ({"model": "api.task", "id": "Xk3Lp9q", "filter": {"project": "a8Bn2Qz"}}, ["filter", "id"]),
         ({"model": "api.task", "id": "TASK", "since": "3", "epoch": "e"}, ["since"]),
@@ -64,6 +62,16 @@ def test_malformed_requests_are_invalid_and_name_their_fields(
     serializer = subscribe(domain["alice"], **data)
 
     assert error_code(serializer.errors) == ("invalid", fields)
+
+
+@pytest.mark.parametrize("data", [{"model": "api.task"}, {"model": "api.task", "filter": {}}])
+def test_neither_id_nor_filter_names_the_unfiltered_collection(domain: dict[str, Any], data: dict[str, Any]) -> None:
+    serializer = subscribe(domain["bob"], **data)
+
+    assert serializer.is_valid(), serializer.errors
+    assert serializer.validated_data["target"] == Target.collection("api.task", {})
+    assert serializer.get_group_name() == "drf-live.api.task.all"
+    assert list(serializer.validated_data["instance"]) == [domain["task"]]
 
 
 def test_filter_on_an_undeclared_field_is_invalid(domain: dict[str, Any]) -> None:
@@ -196,7 +204,6 @@ def test_target_serializer_names_a_target_without_looking_it_up(domain: dict[str
     ("data", "expected"),
     [
         ({"id": "Xk3Lp9q"}, ("invalid", ["model"])),
-        ({"model": "api.task"}, ("invalid", ["filter", "id"])),
         ({"model": "api.task", "id": 5}, ("invalid", ["id"])),
         ({"model": "api.nope", "id": "Xk3Lp9q"}, ("not_found", [])),
         ({"model": 5, "id": "Xk3Lp9q"}, ("invalid", ["model"])),
