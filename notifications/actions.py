@@ -193,7 +193,7 @@ def _http_request(method: str, path: str, origin: Origin, user: Any, query: dict
         http.META["CONTENT_TYPE"] = "application/json"
         http.META["CONTENT_LENGTH"] = str(len(body))
         http._stream = io.BytesIO(body)  # what HttpRequest.read() reads, as under a server
-        http._read_started = False
+        http._read_started = False  # type: ignore[attr-defined]
     # DRF's Request authenticates these without looking at headers (as APIRequestFactory does).
     http._force_auth_user = user  # type: ignore[attr-defined]
     http._force_auth_token = None  # type: ignore[attr-defined]

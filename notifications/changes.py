@@ -39,7 +39,9 @@ class Before:
             return cls(adding=True)
         changed = registration.changed_fields(instance)
         if update_fields is not None:
-            names = set(update_fields)
+            # Django takes field names and column names alike (update_fields=["project_id"]).
+            by_attname = {getattr(field, "attname", field.name): field.name for field in instance._meta.concrete_fields}
+            names = {by_attname.get(name, name) for name in update_fields}
             changed = [name for name in changed if name in names]
         if not changed:
             return cls(adding=False)
@@ -145,8 +147,10 @@ def transaction_token(using: str) -> str:
 
 
 def _committed(connection: Any, using: str, token: str) -> None:
-    if connection.__dict__.get(_TOKEN) == token:
-        del connection.__dict__[_TOKEN]
+    # Every entry registered a callback; the first one to run hands the transaction over.
+    if connection.__dict__.get(_TOKEN) != token:
+        return
+    del connection.__dict__[_TOKEN]
     from .relay import relay
 
     relay.kick(using, token)

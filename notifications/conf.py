@@ -67,6 +67,10 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_SWEEP_INTERVAL": 1.0,
     "OUTBOX_SWEEP_BATCH": 500,
     "OUTBOX_RETRY_DELAY": 1.0,
+    # Times a transaction's rows may fail to publish for a reason other than
+    # Redis or the database being unreachable (a bug, say) before they are
+    # dropped, logged, and their targets' epochs rotated.
+    "OUTBOX_MAX_ATTEMPTS": 5,
     # Rows the outbox may hold (Redis down for long). Beyond it the oldest
     # rows are dropped and every stream's epoch rotates once Redis is back, so
     # that clients take fresh snapshots instead of recovering.

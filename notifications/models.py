@@ -52,10 +52,11 @@ class OutboxEntry(models.Model):
     created = models.FloatField(db_index=True, help_text="time.time() when recorded")
     lease_until = models.FloatField(null=True, blank=True, db_index=True)
     owner = models.CharField(max_length=32, blank=True, default="")
-    kind = models.CharField(max_length=16)
+    kind = models.CharField(max_length=16, db_index=True)
     model = models.CharField(max_length=100, blank=True, default="")
     object_id = models.CharField(max_length=100, blank=True, default="")
     data = models.JSONField(default=dict)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="how many times it was claimed")
 
     class Meta:
         db_table = "drf_live_outbox"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Min, Q
+from django.db.models import F, Min, Q
 
 from .models import OutboxEntry
 
@@ -34,26 +34,36 @@ def append(using: str, token: str, kind: str, model: str, object_id: str, data: 
 def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
     """The unclaimed rows of one committed transaction, now leased to ``owner``."""
     entries = OutboxEntry.objects.using(using)
-    claimed = entries.filter(txn=token, lease_until__isnull=True).update(lease_until=time.time() + lease, owner=owner)
+    claimed = entries.filter(txn=token, lease_until__isnull=True).update(
+        lease_until=time.time() + lease, owner=owner, attempts=F("attempts") + 1
+    )
     if not claimed:
         return []
     return list(entries.filter(txn=token, owner=owner).order_by("id"))
 
 
 def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:
-    """Up to about ``limit`` rows nobody is publishing, whole transactions at a time, leased to ``owner``."""
+    """Whole transactions nobody is publishing (about ``limit`` rows' worth), now leased to ``owner``.
+
+    A transaction is taken when one of its rows waited ``grace`` seconds, or a
+    lease on one ran out; then all of its rows are taken, so that its changes
+    still merge into one event per object.
+    """
     now = time.time()
+    claimable = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     stale = Q(lease_until__isnull=True, created__lt=now - grace) | Q(lease_until__lt=now)
-    entries = OutboxEntry.objects.using(using)
+    entries = OutboxEntry.objects.using(using).exclude(kind=LOST)
+    tokens = {txn for (txn,) in entries.filter(stale).order_by("id").values_list("txn")[:limit]}
+    if not tokens:
+        return []
     with transaction.atomic(using=using):
-        candidates = entries.filter(stale).exclude(kind=LOST).order_by("id")
+        rows = entries.filter(claimable, txn__in=tokens)
         if connections[using].features.has_select_for_update_skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True)
-        tokens = {txn for (txn,) in candidates.values_list("txn")[:limit]}
-        if not tokens:
-            return []
-        entries.filter(stale, txn__in=tokens).exclude(kind=LOST).update(lease_until=now + lease, owner=owner)
-    return list(entries.filter(txn__in=tokens, owner=owner).order_by("id"))
+            # Another sweeper's claim in flight holds these rows: leave them to it.
+            rows = rows.select_for_update(skip_locked=True)
+        ids = list(rows.values_list("id", flat=True))
+        entries.filter(claimable, id__in=ids).update(lease_until=now + lease, owner=owner, attempts=F("attempts") + 1)
+    return list(entries.filter(id__in=ids, owner=owner).order_by("id"))
 
 
 def delete(using: str, ids: Sequence[int]) -> None:

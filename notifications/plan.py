@@ -96,6 +96,8 @@ def plan(rows: Iterable[OutboxEntry], using: str) -> list[Unit]:
     touched: dict[tuple[str, str], list[str]] = {}
     for change in changes.values():
         units.extend(_units(change))
+        if change.kind is None:
+            continue  # Created and deleted in one transaction: it touched nothing anyone saw.
         for label, wire_id, derived in change.touched:
             names = touched.setdefault((label, wire_id), [])
             names.extend(name for name in derived if name not in names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.contrib.auth import user_logged_out
+from django.contrib.auth import get_user_model, user_logged_out
 from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
@@ -24,6 +24,15 @@ def connect(registry: Registry) -> None:
         model = registration.model
         pre_delete.connect(_deleting, sender=model, dispatch_uid=f"drf-live-deleting-{registration.label}")
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"drf-live-delete-{registration.label}")
+        for field in model._meta.concrete_fields:
+            if field.many_to_one and _sets_on_delete(field):
+                # SET_NULL and friends update the rows with a bulk UPDATE that sends no signal.
+                pre_delete.connect(
+                    _nulling(registration, field.name),
+                    sender=field.related_model,
+                    weak=False,
+                    dispatch_uid=f"drf-live-nulling-{registration.label}-{field.name}",
+                )
         for name in registration.m2m_fields:
             m2m_changed.connect(
                 _m2m_changed,
@@ -31,6 +40,40 @@ def connect(registry: Registry) -> None:
                 dispatch_uid=f"drf-live-m2m-{registration.label}-{name}",
             )
     _connect_credentials()
+
+
+def _sets_on_delete(field: Any) -> bool:
+    """Whether deleting the related object rewrites this foreign key (SET_NULL, SET_DEFAULT, SET(...))."""
+    from django.db import models
+
+    on_delete = field.remote_field.on_delete
+    return on_delete in (models.SET_NULL, models.SET_DEFAULT) or hasattr(on_delete, "lazy_sub_objs")
+
+
+def _nulling(registration: Any, name: str) -> Any:
+    """A pre_delete receiver recording the rows whose ``name`` the delete is about to rewrite."""
+
+    def nulling(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+        if name not in registration.get_tracked_fields():
+            return
+        rows = registration.model._base_manager.using(using).filter(**{name: instance})
+        field = registration.model._meta.get_field(name)
+        user_valued = name in registration.access_fields and field.related_model is get_user_model()
+        for row in rows:
+            previous = {name: registration.filter_values(row).get(name)} if name in registration.filter_fields else {}
+            changes.record(
+                registration,
+                registration.wire_id(row),
+                "update",
+                changed=[name],
+                previous=previous,
+                current={**registration.filter_values(row), **({name: None} if previous else {})},
+                revoked=[instance.pk] if user_valued else [],
+                touched=registration.touched_by_save(row, [name], previous=False),
+                using=using,
+            )
+
+    return nulling
 
 
 def _deleting(sender: type, instance: Any, using: str, **kwargs: Any) -> None:

@@ -100,10 +100,13 @@ class Registration:
         return f"{kind.upper()}_{self.model.__name__.upper()}"
 
     def get_tracked_fields(self) -> list[str]:
+        """The fields whose change is pushed, in the model's field order (the same in every process)."""
         if self.tracked_fields is not None:
             return list(self.tracked_fields)
         tracker = self.get_tracker()
-        fields = list(tracker.fields) if tracker is not None else []
+        tracked = set(tracker.fields) if tracker is not None else set()
+        order = [field.name for field in self.model._meta.get_fields()]
+        fields = sorted(tracked, key=lambda name: order.index(name) if name in order else len(order))
         return fields + [name for name in self.m2m_fields if name not in fields]
 
     def get_tracker(self) -> Any:

@@ -123,7 +123,10 @@ class Relay:
             except Exception:
                 logger.exception("The drf-live relay failed; the rows stay in the outbox for the next sweep")
             finally:
-                close_old_connections()
+                try:
+                    close_old_connections()
+                except Exception:  # noqa: BLE001 - a broken connection is replaced on next use
+                    logger.debug("Could not close the relay's database connections", exc_info=True)
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
@@ -169,24 +172,42 @@ class Relay:
         return taken
 
     def publish_rows(self, using: str, rows: list[OutboxEntry]) -> None:
-        """Publish the rows of one transaction, then delete them; on a transient failure, leave them."""
+        """Publish the rows of one transaction, then delete them; on a failure, leave them for a retry."""
         if not rows:
             return
+        ids = [row.id for row in rows]
         try:
+            # Rows dropped at OUTBOX_LIMIT are announced (every epoch rotates) before anything newer.
+            self._settle_losses(using)
             for unit in plan(rows, using):
                 self.publish_unit(unit, using)
             for message in control_messages(rows):
                 get_store().publish(control_channel(), message)
-        except Transient:
-            outbox.retry_later(using, [row.id for row in rows], float(live_settings.OUTBOX_RETRY_DELAY))
-            return
         except Exception as exc:
-            if not _is_transient(exc):
-                raise
-            self._log_down("Could not publish (%r); the events wait in the outbox", exc)
-            outbox.retry_later(using, [row.id for row in rows], float(live_settings.OUTBOX_RETRY_DELAY))
-            return
-        outbox.delete(using, [row.id for row in rows])
+            if _is_transient(exc):
+                self._log_down("Could not publish (%r); the events wait in the outbox", exc)
+                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY))
+                return
+            attempts = max(row.attempts for row in rows)
+            if attempts < int(live_settings.OUTBOX_MAX_ATTEMPTS):
+                logger.exception("Could not publish outbox rows %s (attempt %d); trying again", ids, attempts)
+                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY))
+                return
+            self._give_up(using, rows, attempts)
+        outbox.delete(using, ids)
+
+    def _give_up(self, using: str, rows: list[OutboxEntry], attempts: int) -> None:
+        """Rows that failed every attempt: say so with new epochs, so that no client recovers across them."""
+        self.stats.lost += 1
+        logger.exception(
+            "Gave up on outbox rows %s after %d attempts; rotating the epochs of their targets",
+            [row.id for row in rows],
+            attempts,
+        )
+        try:
+            get_store().rotate(unit.target.stream for unit in plan(rows, using))
+        except Exception:  # noqa: BLE001 - not even planning works: rotate everything
+            get_store().rotate_all()
 
     def publish_unit(self, unit: Unit, using: str) -> None:
         """Decide and commit one event: claim the stream, read for its subscribers, commit (again if they changed)."""

@@ -206,11 +206,6 @@ def test_each_committed_transaction_kicks_the_relay_with_its_token_after_its_row
     assert OutboxEntry.objects.filter(txn=kicks.tokens[1]).count() == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="changes.transaction_token registers one on_commit callback per outbox row, so a transaction "
-    "of N rows kicks the relay N times; the relay then runs N claim UPDATEs, N-1 of them for nothing.",
-)
 def test_a_committed_transaction_kicks_the_relay_once(kicks: Kicks, live: dict[str, Any]) -> None:
     task = live["task"]
 
@@ -394,11 +389,6 @@ def test_update_fields_without_a_tracked_change_records_nothing(kicks: Kicks, li
     assert recorded() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="changes.Before.of matches update_fields against field names only; Django also accepts "
-    "attnames (update_fields=['project_id']), and then the move is saved but nothing is recorded.",
-)
 def test_update_fields_naming_the_column_records_the_move(kicks: Kicks, live: dict[str, Any]) -> None:
     task, website, secret = live["task"], live["website"], live["secret"]
 
@@ -464,12 +454,6 @@ def test_queryset_delete_records_a_delete_for_each_row(kicks: Kicks, live: dict[
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Task.assignee is on_delete=SET_NULL: deleting a user makes Django null the column with a bulk "
-    "UPDATE that sends no signal, so nothing is recorded for the tasks, and their subscribers keep showing "
-    "the deleted assignee (LiveModel's docstring says cascades are recorded).",
-)
 def test_deleting_a_user_records_the_tasks_whose_assignee_it_nulls(
     kicks: Kicks, live: dict[str, Any], make_user: Any
 ) -> None:

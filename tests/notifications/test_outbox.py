@@ -140,12 +140,6 @@ def test_claim_stale_takes_whole_transactions() -> None:
     assert outbox.claim_stale(DB, "other", LEASE, grace=5.0, limit=1)[0].txn == "t2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim_stale leases only the stale rows of the transactions it picks: the rows a long transaction "
-    "wrote within OUTBOX_GRACE of its commit are left, and the writer's relay (claim_transaction) takes "
-    "them, so one transaction is published in two parts by two processes, its changes no longer merged.",
-)
 def test_claim_stale_takes_a_long_transaction_whole() -> None:
     # A transaction that ran for ten seconds: its first row is old at its commit, its last is fresh.
     written = [row("long", age=10.0), row("long", age=0.1)]

@@ -776,12 +776,6 @@ def test_while_the_store_is_down_the_lost_mark_waits_and_nothing_newer_goes_out(
     assert relay.stats.failed == failed + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Only the sweep settles a LOST mark: the writer's relay (publish_transaction) publishes its own "
-    "transaction at once, in the old epoch, although outbox.LOST says every epoch must rotate before "
-    "anything newer goes out; until a sweep rotates, a client resuming with `since` is told recovered: true.",
-)
 def test_nothing_newer_than_a_loss_is_published_before_every_epoch_rotates(
     kicks: Any, domain: dict[str, Any], bus: Bus
 ) -> None:
