@@ -166,4 +166,7 @@ class ViewsetRequestSerializer(TargetSerializer):
             if lookups is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["lookups"] = lookups
+            # The filter is also a query parameter of the REST list it matches (?project=...), so
+            # that the links the viewset builds (pagination) are that list's links.
+            attrs["query"] = {**dict(attrs["filter"]), **query}
         return attrs
