@@ -135,7 +135,8 @@ def call_custom(
         result = method(SocketRequest(user, registration, action, data, instance, view))
     except drf_exceptions.APIException as exc:
         raise _error(exc.status_code, exc.detail, write=True) from None
-    return result if isinstance(result, Reply) else Reply(action.upper(), result)
+    # Not the action's name alone: "update_title" would read as an UPDATE_* event to a reducer.
+    return result if isinstance(result, Reply) else Reply(f"{action.upper()}_RESULT", result)
 
 
 def _error(status: int, data: Any, *, write: bool) -> RequestError:

@@ -492,20 +492,25 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             # Whatever the body: what a registration has not enabled does not run.
             raise RequestError("not_allowed", f"{action} is not enabled for {registration.label}.")
         data = await self.validate(ViewsetRequestSerializer, content, action=action, collection=action == "list")
-        subscription = self.subscriptions.get(data["target"].stream) if action == "list" else None
+        held = data["target"].stream if action in ("list", "retrieve") else None
+        subscription = self.subscriptions.get(held) if held is not None else None
         if subscription is not None and subscription.pending is not None:
             subscription = None  # Still subscribing: its SUBSCRIBED will carry the seq.
         meta = data["target"].meta() if action != "create" else {"model": registration.label}
         if subscription is not None:
-            # A page of a collection this socket holds is answered in its event stream, at
-            # its seq: the events that arrive meanwhile follow the reply, so a client applies
-            # the page, then only the events after it.
+            # A page of a collection (or an object) this socket holds is answered in its event
+            # stream, at its seq: the events that arrive meanwhile follow the reply, so a client
+            # applies the page, then only the events after it.
             subscription.pending = []
-            meta.update(seq=subscription.seq, epoch=subscription.epoch)
+            # The seq of the last event the client was sent (events skipped since, as not
+            # its own, are nothing it waits for).
+            meta.update(seq=subscription.sent, epoch=subscription.epoch)
         try:
             reply = await self._run_viewset(registration, action, data)
             if action == "list" and "page" in data:
                 meta["page"] = data["page"]
+            if action == "list" and content.get("query"):
+                meta["query"] = content["query"]
             await self.send_frame(frames.reply(reply.type, reply.payload, request_id, **meta, **reply.meta))
         finally:
             if subscription is not None and subscription.pending is not None:

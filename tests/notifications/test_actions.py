@@ -406,3 +406,31 @@ async def test_a_custom_action_runs_the_registrations_method(connect, domain, to
     assert elsewhere["payload"]["code"] == "not_allowed"  # api.project has no such action
     unknown = await ask(bob, 6, action="obliterate", model="api.task", id=str(task.pk))
     assert unknown["payload"]["code"] == "unknown_action"
+
+
+async def test_a_page_names_the_last_event_its_client_was_sent_not_one_it_skipped(connect, domain, token_for):
+    website, bob_user = domain["website"], domain["bob"]
+    bob = await socket_of(connect, token_for, bob_user)
+    snapshot = await ask(bob, action="subscribe", model="api.task", filter={"project": str(website.pk)})
+    # An event bob may not see moves the stream on, without being sent to him.
+    await database_sync_to_async(lambda: Task.objects.create(project=website, title="Hidden", private=True))()
+    await published()
+
+    page = await ask(bob, 2, action="list", model="api.task", filter={"project": str(website.pk)})
+    retrieved = await ask(bob, 3, action="retrieve", model="api.task", id=str(domain["task"].pk))
+
+    assert page["meta"]["seq"] == snapshot["meta"]["seq"]
+    assert [task["title"] for task in page["payload"]] == ["Write docs"]
+    # An object this socket does not hold is answered without a seq.
+    assert "seq" not in retrieved["meta"]
+    await ask(bob, 4, action="subscribe", model="api.task", id=str(domain["task"].pk))
+    held = await ask(bob, 5, action="retrieve", model="api.task", id=str(domain["task"].pk))
+    assert held["meta"]["seq"] == 0 and held["meta"]["epoch"]
+
+
+async def test_a_listed_search_echoes_its_query(connect, domain, token_for):
+    bob = await socket_of(connect, token_for, domain["bob"])
+
+    reply = await ask(bob, action="list", model="api.task", query={"project": str(domain["website"].pk)})
+
+    assert reply["meta"]["query"] == {"project": str(domain["website"].pk)}
