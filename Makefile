@@ -21,6 +21,7 @@ run: $(STAMP)
 	elif ! npm ci --silent --no-audit --no-fund; then echo "npm ci failed: the demo page at / needs redux; serving the API only."; fi
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --port $(PORT)
+	@echo "Open http://127.0.0.1:$(PORT)/ and sign in as alice, bob or carol (password demo-password); Ctrl-C stops the server."
 	$(PY) -m uvicorn project.asgi:application --host 127.0.0.1 --port $(PORT) \
 		--ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false
 

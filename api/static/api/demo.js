@@ -1,22 +1,18 @@
 /**
- * The demo page (api/templates/api/demo.html): the signed-in user's projects and their tasks, live.
+ * The demo page (api/templates/api/demo.html): a small task board for the signed-in user, live.
  *
- * Reads come over the drf-live socket into a Redux store; writes go through the REST API, and come
- * back over the socket like anyone else's. The DOM is rendered from the store alone.
+ * Reads come over the drf-live socket into a Redux store: the project collection (every project the
+ * user is in, so one they are added to appears), each project (so being removed from one is told
+ * apart from its deletion), and each project's tasks. Writes go through the REST API (writes.js) and
+ * come back over the socket like anyone else's. The DOM is rendered from the store alone (board.js).
  */
 import { combineReducers, legacy_createStore as createStore } from "redux";
 import { connect } from "drf-live/client.js";
 import { createConnectionReducer, createLiveReducer, selectObjects } from "drf-live/reducer.js";
-
-// --- state ------------------------------------------------------------------------------------------
-
-const NOTICE = "DEMO/NOTICE";
-
-/** What the page itself knows beyond the live objects: whether the project list loaded, and a notice. */
-function pageReducer(state = { loaded: false, notice: null }, action) {
-  if (action.type !== NOTICE) return state;
-  return { loaded: action.payload.loaded ?? state.loaded, notice: action.payload.notice ?? null };
-}
+import { createBoard } from "./board.js";
+import { getAll, listItems, request } from "./rest.js";
+import { notice, pageReducer, projectsLoaded, setMe, setUsers } from "./state.js";
+import { createWrites } from "./writes.js";
 
 const store = createStore(
   combineReducers({
@@ -25,6 +21,9 @@ const store = createStore(
     page: pageReducer,
   }),
 );
+const say = (text, tone) => store.dispatch(notice(text, tone));
+
+// --- the socket --------------------------------------------------------------------------------------
 
 // Every frame in and out, and every connection state: read by tests/browser/, handy in devtools. The
 // client handles a recovered SUBSCRIBED itself (it is no action), so the log sits on the socket.
@@ -48,123 +47,168 @@ const url = new URL("/ws/notifications/", location.href);
 url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
 // The session cookie authenticates the socket. A short backoff cap: a restarted demo server is back soon.
 const client = connect(url.href, { WebSocket: LoggedWebSocket, backoff: { max: 5000 } });
-client.onState((state) => log.push({ dir: "state", state }));
+client.onState((state) => {
+  log.push({ dir: "state", state });
+  // 4001: the session ended (signed out in another tab, say); the client does not retry that.
+  if (state === "closed") {
+    say("The connection closed because your session ended. Reload the page to sign in again.", "error");
+  }
+});
 client.onAction(store.dispatch);
+client.onAction(followChanges);
 Object.assign(window, { __drfLiveLog: log, __drfLiveStore: store });
 
-// --- REST --------------------------------------------------------------------------------------------
+// --- what the page follows -----------------------------------------------------------------------------
 
-async function api(method, path, body) {
-  const csrf = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/)?.[1] ?? "";
-  const response = await fetch(path, {
-    method,
-    credentials: "same-origin",
-    headers: { Accept: "application/json", "Content-Type": "application/json", "X-CSRFToken": csrf },
-    body: body === undefined ? undefined : JSON.stringify(body),
+const followed = new Map(); // project id -> its two subscriptions
+const projectNames = new Map(); // project id -> its last known name, to speak of it once it is gone
+store.subscribe(() => {
+  for (const project of selectObjects(store.getState().live, "api.project")) {
+    projectNames.set(project.id, project.name);
+  }
+});
+const nameOf = (id) => projectNames.get(id) ?? "a project";
+/** What a socket error says, for a person: the server's detail, never a stack trace. */
+const reasonOf = (error) => error?.detail || error?.code || "the server did not say why";
+
+/** Follow one project and its tasks until the server ends it (removal, deletion) or we drop it. */
+function follow(id) {
+  if (followed.has(id)) return;
+  const project = client.subscribe("api.project", id);
+  const tasks = client.subscribe("api.task", { project: id });
+  followed.set(id, { project, tasks });
+  // How a subscription ends is handled below, whether or not its snapshot had come.
+  project.ready.catch(() => {});
+  tasks.ready.catch(() => {});
+  project.onEnd((end) => {
+    followed.delete(id);
+    // A revocation of the project comes with one of its task collection (the server re-checks every
+    // subscription of a removed member), which drops its tasks from the store: leave that to it.
+    if (end.reason !== "revoked") tasks.unsubscribe().catch(() => {});
+    if (end.reason === "revoked") say(`You were removed from ${nameOf(id)}.`);
+    else say(`Could not follow ${nameOf(id)}: ${reasonOf(end.error)}`, "error");
   });
-  const data = await response.json().catch(() => null);
-  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(data)}`);
-  return data;
-}
-
-async function saveTask(id, changes) {
-  try {
-    await api("PATCH", `/api/tasks/${id}/`, changes); // the socket brings the result back
-    if (store.getState().page.notice) store.dispatch({ type: NOTICE, payload: { notice: null } });
-  } catch (error) {
-    store.dispatch({ type: NOTICE, payload: { notice: `Not saved: ${error.message}` } });
-  }
-}
-
-async function start() {
-  try {
-    const data = await api("GET", "/api/projects/");
-    for (const project of Array.isArray(data) ? data : data.results) {
-      client.subscribe("api.project", project.id);
-      client.subscribe("api.task", { project: project.id });
-    }
-    store.dispatch({ type: NOTICE, payload: { loaded: true } });
-  } catch (error) {
-    store.dispatch({ type: NOTICE, payload: { notice: `Could not load your projects: ${error.message}` } });
-  }
-}
-
-// --- rendering ---------------------------------------------------------------------------------------
-
-const LABELS = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "closed: sign in again" };
-const root = document.getElementById("projects");
-const indicator = document.getElementById("connection");
-const sections = new Map(); // project id -> its <section>; rows are found by data-task-id inside it
-
-function render() {
-  const { live, connection, page } = store.getState();
-  indicator.dataset.state = connection;
-  indicator.textContent = LABELS[connection];
-
-  const projects = [...selectObjects(live, "api.project")].sort((a, b) => a.name.localeCompare(b.name));
-  const tasks = selectObjects(live, "api.task");
-  renderNotice(page);
-  for (const [id, section] of sections) {
-    if (!projects.some((project) => project.id === id)) {
-      section.remove();
-      sections.delete(id);
-    }
-  }
-  projects.forEach((project, index) => {
-    const section = sections.get(project.id) ?? projectSection(project);
-    placeAt(root, section, index + 1); // after the notice
-    section.querySelector("h2").textContent = project.name;
-    const list = section.querySelector("ul");
-    const mine = tasks.filter((task) => task.project === project.id);
-    for (const row of [...list.children]) if (!mine.some((task) => task.id === row.dataset.taskId)) row.remove();
-    mine.forEach((task, i) => renderTask(list, task, i));
-    section.querySelector(".empty").hidden = mine.length > 0;
+  tasks.onEnd((end) => {
+    // A revocation comes with the project's, which says it; only a failure needs saying here.
+    if (end.reason === "error") say(`Could not load the tasks of ${nameOf(id)}: ${reasonOf(end.error)}`, "error");
   });
 }
 
-function renderNotice(page) {
-  let notice = root.querySelector(".notice");
-  if (!notice) {
-    notice = root.insertBefore(document.createElement("p"), root.firstChild);
-    notice.className = "notice";
+function unfollow(id) {
+  const subscriptions = followed.get(id);
+  if (!subscriptions) return;
+  followed.delete(id);
+  // Already ended by the server, or no longer wanted: a lost reply leaves nothing to clean up.
+  subscriptions.project.unsubscribe().catch(() => {});
+  subscriptions.tasks.unsubscribe().catch(() => {});
+}
+
+/**
+ * Act on the frames that change what the page follows: a collection's snapshot may be the first of
+ * several pages; a project that enters the project collection is followed, one deleted is dropped;
+ * and the people list is loaded again whenever who shares a project with whom may have changed.
+ */
+function followChanges(action) {
+  const meta = action.meta;
+  if (action.error || !meta) return;
+  const inCollection = meta.filter !== undefined; // a collection's frame; else one object's own
+  if (action.type === "SUBSCRIBED" && inCollection) listRemainingPages(meta.model, meta.filter, action.payload);
+  if (meta.model !== "api.project") return;
+  if ((action.type === "SUBSCRIBED" || action.type === "LISTED") && inCollection) {
+    // The first snapshot (or a fresh one after a reconnect that could not recover), or a later page.
+    listItems(action.payload).forEach((project) => follow(project.id));
+    if (action.type === "SUBSCRIBED") store.dispatch(projectsLoaded());
+    refreshPeople();
+  } else if (action.type === "CREATE_PROJECT" && inCollection) {
+    follow(meta.id);
+    refreshPeople();
+    const me = store.getState().page.me;
+    if (me && action.payload?.owner !== me.id) say(`You were added to ${action.payload?.name}.`);
+  } else if (action.type === "DELETE_PROJECT" && !inCollection) {
+    unfollow(meta.id);
+    say(`${nameOf(meta.id)} was deleted.`);
+  } else if (action.type === "UPDATE_PROJECT" && meta.changed?.some((f) => f === "members" || f === "owner")) {
+    refreshPeople(); // who shares a project with whom changed: the assignee and member pickers follow
   }
-  notice.textContent = page.notice ?? (page.loaded ? "" : "Loading projects…");
-  notice.hidden = !notice.textContent;
 }
 
-function projectSection(project) {
-  const section = document.createElement("section");
-  section.className = "card project";
-  section.dataset.projectId = project.id;
-  section.innerHTML = `<h2></h2><ul class="tasks"></ul><p class="empty hint">No tasks.</p>`;
-  sections.set(project.id, section);
-  return section;
-}
-
-function renderTask(list, task, index) {
-  let row = list.querySelector(`[data-task-id="${task.id}"]`);
-  if (!row) {
-    row = document.createElement("li");
-    row.dataset.taskId = task.id;
-    row.innerHTML = `<input type="checkbox" name="done" aria-label="done"><input type="text" name="title" aria-label="title">`;
-    const [done, title] = row.querySelectorAll("input");
-    done.addEventListener("change", () => saveTask(task.id, { done: done.checked }));
-    title.addEventListener("keydown", (event) => event.key === "Enter" && title.blur());
-    title.addEventListener("change", () => saveTask(task.id, { title: title.value }));
+/**
+ * Once the REST API paginates, a collection's snapshot is its first page (`{count, next, previous,
+ * results}`): list the others over the socket. A page of a subscribed collection is kept live by the
+ * subscription, and the client dispatches it to the store (LISTED) like a snapshot.
+ */
+async function listRemainingPages(model, filter, firstPage) {
+  let next = firstPage?.next ?? null;
+  for (let page = 2; next && page <= 20; page += 1) {
+    try {
+      next = (await client.list(model, { filter, page })).payload?.next ?? null;
+    } catch (error) {
+      if (client.state !== "closed") say(`Could not load the rest of the list: ${reasonOf(error)}`, "error");
+      return;
+    }
   }
-  placeAt(list, row, index);
-  const [done, title] = row.querySelectorAll("input");
-  done.checked = task.done;
-  row.classList.toggle("done", task.done);
-  // Never overwrite what the user is typing; the field catches up when it loses focus.
-  if (document.activeElement !== title && title.value !== task.title) title.value = task.title;
 }
 
-/** Put `node` at `index` among `parent`'s children, moving it only if needed (a move drops focus). */
-function placeAt(parent, node, index) {
-  if (parent.children[index] !== node) parent.insertBefore(node, parent.children[index] ?? null);
+// --- people ------------------------------------------------------------------------------------------
+
+let peopleLoading = null;
+let peopleAgain = false;
+let peopleFailed = false;
+
+/** Load the users this user may see (GET /api/users/, every page); one load at a time, then once more. */
+async function refreshPeople() {
+  if (peopleLoading) {
+    peopleAgain = true;
+    return;
+  }
+  do {
+    peopleAgain = false;
+    peopleLoading = getAll("/api/users/");
+    try {
+      store.dispatch(setUsers(await peopleLoading));
+      peopleFailed = false;
+    } catch (error) {
+      // Said once, not on every later change while the server is away.
+      if (!peopleFailed) say(`Could not load the people you share projects with: ${error.message}`, "error");
+      peopleFailed = true;
+    } finally {
+      peopleLoading = null;
+    }
+  } while (peopleAgain);
 }
 
-store.subscribe(render);
-render();
-start();
+// --- start -------------------------------------------------------------------------------------------
+
+const render = createBoard(
+  {
+    badge: document.getElementById("connection"),
+    notices: document.getElementById("notices"),
+    board: document.getElementById("board"),
+  },
+  createWrites(store),
+);
+// One render for the actions dispatched together: a snapshot that replaces what the client could not
+// recover comes as RESYNC (drop the collection) then SUBSCRIBED (the fresh one) in one go, and a
+// render between the two would rebuild every card, losing focus and whatever was being typed.
+let renderQueued = false;
+store.subscribe(() => {
+  if (renderQueued) return;
+  renderQueued = true;
+  queueMicrotask(() => {
+    renderQueued = false;
+    render(store.getState());
+  });
+});
+render(store.getState());
+
+// Every project this user is in: neither id nor filter. Its frames are handled in followChanges.
+client.subscribe("api.project").ready.catch((error) => {
+  // A closed client has said why already (see onState above).
+  if (client.state !== "closed") say(`Could not load your projects: ${reasonOf(error)}`, "error");
+});
+
+try {
+  store.dispatch(setMe(await request("GET", "/api/users/me/")));
+} catch (error) {
+  say(`Could not load your account: ${error.message}`, "error");
+}
