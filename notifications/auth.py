@@ -3,8 +3,9 @@
 The Origin check guards the cookie, not the socket: a browser always sends
 ``Origin`` on a WebSocket handshake, so a cross-site page could ride the
 victim's session cookie (cross-site WebSocket hijacking). Such a handshake is
-refused with HTTP 403 before ``accept``. A client that sends no ``Origin`` (not
-a browser) is not refused; it authenticates by token.
+refused with HTTP 403 before ``accept``, by the rule Django's CSRF check applies
+to a REST ``POST``. A client that sends no ``Origin`` (not a browser) is not
+refused; it authenticates by token.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from channels.auth import get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import DisallowedHost
+from django.http import HttpRequest
 from django.http.cookie import parse_cookie
-from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
@@ -39,25 +41,56 @@ def token_from_header(value: str | None) -> str | None:
     return key.strip() or None if keyword.lower() == "token" else None
 
 
-def origin_allowed(origin: str) -> bool:
-    """Whether a browser page at ``origin`` may use this site's session cookie."""
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
+class HandshakeRequest(HttpRequest):
+    """The WebSocket handshake as a Django ``HttpRequest``: enough for ``get_host()`` and ``is_secure()``.
+
+    The headers become ``META`` as Django's ``ASGIRequest`` makes them, so
+    ``ALLOWED_HOSTS``, ``USE_X_FORWARDED_HOST`` and ``SECURE_PROXY_SSL_HEADER``
+    apply exactly as on an HTTP request; ``ws`` counts as ``http`` and ``wss``
+    as ``https``.
+    """
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        super().__init__()
+        self.scope_scheme = "https" if scope.get("scheme") in {"wss", "https"} else "http"
+        server = scope.get("server") or ("unknown", "0")
+        self.META = {"SERVER_NAME": str(server[0]), "SERVER_PORT": str(server[1] or "0")}
+        for name, value in scope.get("headers", ()):
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            text = value.decode("latin-1")
+            self.META[key] = f"{self.META[key]},{text}" if key in self.META else text
+
+    def _get_scheme(self) -> str:
+        return self.scope_scheme
+
+
+def origin_allowed(scope: dict[str, Any], origin: str) -> bool:
+    """Whether a browser page at ``origin`` may use this site's session cookie on this handshake.
+
+    Django's CSRF rule (``CsrfViewMiddleware._origin_verified``): the origin is
+    the handshake's own (scheme, host and port, the host allowed by
+    ``ALLOWED_HOSTS``) or a ``CSRF_TRUSTED_ORIGINS`` entry, wildcards included.
+    """
+    request = HandshakeRequest(scope)
+    try:
+        good_host = request.get_host()
+    except DisallowedHost:
+        pass
+    else:
+        if origin == f"{'https' if request.is_secure() else 'http'}://{good_host}":
+            return True
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if origin in {entry for entry in trusted if "*" not in entry}:
         return True
-    parts = urlsplit(origin)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
         return False
-    for trusted in settings.CSRF_TRUSTED_ORIGINS:
-        # Django's CSRF wildcard form: "https://*.example.com", matched as
-        # CsrfViewMiddleware matches it (the domain itself and its subdomains).
-        trusted_parts = urlsplit(trusted)
-        if trusted_parts.scheme == parts.scheme and trusted_parts.netloc.startswith("*."):
-            if is_same_domain(parts.netloc, trusted_parts.netloc[1:]):
-                return True
-    domain, _port = split_domain_port(parts.netloc)
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
+    return any(
+        is_same_domain(parts.netloc, domain.netloc.lstrip("*"))
+        for domain in (urlsplit(entry) for entry in trusted if "*" in entry)
+        if domain.scheme == parts.scheme
+    )
 
 
 @database_sync_to_async
@@ -105,7 +138,7 @@ class LiveAuthMiddleware:
         elif (session := _session(scope)) is not None and session.session_key:
             scope["session"] = session
             origin = header(scope, b"origin")
-            if origin is not None and not origin_allowed(origin):
+            if origin is not None and not origin_allowed(scope, origin):
                 return await _deny(receive, send)
             user = await get_user(scope)
             if user.is_authenticated:

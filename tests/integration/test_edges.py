@@ -1,0 +1,217 @@
+"""The edges, tried as an attacker would: a real uvicorn (started as ``make run`` starts it), Redis, real sockets.
+
+Each test is one of the attacks that worked against an earlier server: a
+session cookie used from an origin Django's CSRF check refuses.
+
+The module's main server is started as shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
+
+from tests.servers import DEMO_PASSWORD, AsgiServer, recv_json, send_json
+
+pytestmark = pytest.mark.e2e
+
+EDGE_SETTINGS: dict[str, object] = {}
+CLOSE_WAIT = 10.0
+
+
+@dataclass
+class Server:
+    asgi: AsgiServer
+    env: dict[str, str]
+    tokens: dict[str, str]
+
+    @property
+    def origin(self) -> str:
+        """The origin of a page served by this server, as a browser sends it."""
+        return f"http://127.0.0.1:{self.asgi.port}"
+
+
+def demo_tokens(asgi: AsgiServer) -> dict[str, str]:
+    with httpx.Client(base_url=asgi.http_url, timeout=10) as http:
+        tokens = {}
+        for name in ("alice", "bob"):
+            response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
+            assert response.status_code == 200, response.text
+            tokens[name] = str(response.json()["token"])
+        return tokens
+
+
+@pytest.fixture(scope="module")
+def servers(server_env: dict[str, str]) -> Iterator[tuple[Server, Server]]:
+    """The main server, and one with ``ALLOWED_HOSTS=*`` and a trusted ``http://localhost:3000``."""
+    env = {**server_env, "DRF_LIVE": json.dumps(EDGE_SETTINGS)}
+    open_env = {**server_env, "ALLOWED_HOSTS": "*", "CSRF_TRUSTED_ORIGINS": "http://localhost:3000"}
+    main = AsgiServer(env, "asgi-edges")
+    wildcard = AsgiServer(open_env, "asgi-edges-wildcard")
+    try:
+        main.spawn()
+        wildcard.spawn()
+        main.wait_ready()
+        wildcard.wait_ready()
+        yield Server(main, env, demo_tokens(main)), Server(wildcard, open_env, demo_tokens(wildcard))
+    finally:
+        main.stop()
+        wildcard.stop()
+    # Not one traceback, whatever the tests threw at them (invalid UTF-8 included).
+    main.assert_no_tracebacks()
+    wildcard.assert_no_tracebacks()
+
+
+@pytest.fixture(scope="module")
+def server(servers: tuple[Server, Server]) -> Server:
+    return servers[0]
+
+
+@asynccontextmanager
+async def ws(
+    server: Server,
+    token: str | None = None,
+    address: str | None = None,
+    cookie: str | None = None,
+    origin: str | None = None,
+    **options: Any,
+) -> AsyncIterator[ClientConnection]:
+    """A WebSocket to ``server``: by token header or session cookie, from ``address`` (X-Forwarded-For)."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Token {token}"
+    if address is not None:
+        headers["X-Forwarded-For"] = address
+    if cookie is not None:
+        headers["Cookie"] = f"sessionid={cookie}"
+    async with connect(
+        server.asgi.ws_url,
+        additional_headers=headers,
+        origin=Origin(origin) if origin is not None else None,
+        open_timeout=10,
+        proxy=None,
+        **options,
+    ) as socket:
+        yield socket
+
+
+async def refused_status(server: Server, **kwargs: Any) -> int:
+    """The HTTP status of a handshake that must be refused."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws(server, **kwargs):
+            pass
+    return refused.value.response.status_code
+
+
+async def assert_open(socket: ClientConnection) -> None:
+    await send_json(socket, {"action": "ping", "request_id": "open?"})
+    assert await recv_json(socket) == {"type": "PONG", "payload": None, "meta": {"request_id": "open?"}}
+
+
+async def close_code(socket: ClientConnection, timeout: float = CLOSE_WAIT) -> int | None:
+    """Read until the server closes; the code of its close frame (frames before it are dropped)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await socket.recv()
+    except ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+
+
+@dataclass
+class Browser:
+    """A browser's cookies after logging in through Django's login form."""
+
+    session: str
+    csrf: str
+
+
+async def log_in(server: Server, username: str, password: str = DEMO_PASSWORD) -> Browser:
+    async with httpx.AsyncClient(base_url=server.asgi.http_url, timeout=10) as http:
+        form = await http.get("/api-auth/login/")
+        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert match is not None, "no CSRF token in the login form"
+        response = await http.post(
+            "/api-auth/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": match.group(1), "next": "/api/"},
+        )
+        assert response.status_code == 302, response.text
+        return Browser(str(http.cookies["sessionid"]), str(http.cookies["csrftoken"]))
+
+
+async def rest_write(server: Server, browser: Browser, origin: str | None = None) -> httpx.Response:
+    """A write through the REST API with the browser's cookies (and ``Origin``), which Django CSRF-checks."""
+    headers = {"X-CSRFToken": browser.csrf, "Cookie": f"sessionid={browser.session}; csrftoken={browser.csrf}"}
+    if origin is not None:
+        headers["Origin"] = origin
+    async with httpx.AsyncClient(base_url=server.asgi.http_url, timeout=10, headers=headers) as http:
+        me = await http.get("/api/users/me/")
+        if me.status_code != 200:
+            return me
+        return await http.patch(f"/api/users/{me.json()['id']}/", json={"display_name": "Written"})
+
+
+# 1. The Origin check is Django's ---------------------------------------------------------------
+
+
+async def socket_sees_alice(server: Server, browser: Browser, origin: str) -> bool:
+    """Whether a session-cookie handshake from ``origin`` is accepted and reads alice's own data."""
+    try:
+        async with ws(server, cookie=browser.session, origin=origin) as socket:
+            me = (await rest_get(server, "alice", "/api/users/me/"))["id"]
+            await send_json(socket, {"action": "subscribe", "model": "api.user", "id": me, "request_id": 1})
+            reply = await recv_json(socket)
+            assert reply["type"] == "SUBSCRIBED" and reply["payload"]["email"] == "alice@example.com", reply
+            return True
+    except InvalidStatus as refused:
+        assert refused.response.status_code == 403
+        return False
+
+
+async def rest_get(server: Server, user: str, url: str) -> Any:
+    headers = {"Authorization": f"Token {server.tokens[user]}"}
+    async with httpx.AsyncClient(base_url=server.asgi.http_url, headers=headers, timeout=10) as http:
+        response = await http.get(url)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("which", ["default-allowed-hosts", "allowed-hosts-wildcard"])
+async def test_session_cookie_handshake_is_accepted_from_exactly_the_origins_djangos_csrf_check_accepts(
+    servers: tuple[Server, Server], which: str
+) -> None:
+    server = servers[0] if which == "default-allowed-hosts" else servers[1]
+    port = server.asgi.port
+    if which == "default-allowed-hosts":  # ALLOWED_HOSTS=127.0.0.1,localhost,testserver
+        expected = {server.origin: True}
+    else:  # ALLOWED_HOSTS=*, CSRF_TRUSTED_ORIGINS=http://localhost:3000
+        expected = {server.origin: True, "http://localhost:3000": True}
+    for origin in [
+        "http://127.0.0.1:9999",
+        f"https://127.0.0.1:{port}",
+        "http://localhost:3000",
+        "https://evil.example",
+    ]:
+        expected.setdefault(origin, False)
+    browser = await log_in(server, "alice")
+
+    for origin, accepted in expected.items():
+        response = await rest_write(server, browser, origin)
+        rest_accepted = response.status_code == 200
+        if not rest_accepted:
+            assert response.status_code == 403 and "Origin checking failed" in response.text, response.text
+
+        assert rest_accepted is accepted, (origin, response.text)
+        assert await socket_sees_alice(server, browser, origin) is accepted, origin
