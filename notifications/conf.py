@@ -50,6 +50,13 @@ DEFAULTS: dict[str, Any] = {
     # Events waiting in one process's publisher before new ones are dropped
     # (and the epoch rotated, so no client is told it recovered).
     "PUBLISH_QUEUE_LIMIT": 10000,
+    # The edges (docs/security.md lists each with its close code) ------------
+    # Budget of each action per socket, {"action": [rate per second, burst]},
+    # merged over notifications.limits.DEFAULT_ACTION_BUDGETS (ping 2/20,
+    # unsubscribe 20/50, authenticate 0.2/3, "*" 5/20 for any other action;
+    # subscribe: SUBSCRIBE_RATE/SUBSCRIBE_BURST). Over budget answers
+    # `throttled`, which counts as an error (ERROR_BURST, then 4008).
+    "ACTION_BUDGETS": {},
 }
 
 

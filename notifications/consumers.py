@@ -20,7 +20,7 @@ from .conf import live_settings
 from .exceptions import Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
-from .limits import TokenBucket, sockets_per_user
+from .limits import UNLIMITED, ActionBudgets, TokenBucket, sockets_per_user
 from .outgoing import Outgoing
 from .publisher import publisher
 from .registration import Registration
@@ -87,7 +87,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.auth_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.counted_user: Any = None
-        self.subscribe_bucket = TokenBucket(live_settings.SUBSCRIBE_RATE, live_settings.SUBSCRIBE_BURST)
+        # Every action's budget, subscribe's included, is checked in receive();
+        # subscribe() still takes from subscribe_bucket, which never runs dry.
+        self.budgets = ActionBudgets()
+        self.subscribe_bucket: TokenBucket = UNLIMITED
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
         # Events held while access is being re-checked (None: none is).
         self.held: list[dict[str, Any]] | None = None
@@ -268,6 +271,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             method = self.actions.get(action)
             if method is None:
                 raise RequestError("unknown_action")
+            if not self.budgets.take(action):
+                raise RequestError("throttled")
             if action not in {"authenticate", "ping"} and self.user is None:
                 raise RequestError("not_authenticated")
             await getattr(self, method)(content, request_id)

@@ -1,7 +1,8 @@
 """The edges, tried as an attacker would: a real uvicorn (started as ``make run`` starts it), Redis, real sockets.
 
 Each test is one of the attacks that worked against an earlier server: a
-session cookie used from an origin Django's CSRF check refuses.
+session cookie used from an origin Django's CSRF check refuses, and floods of
+cheap and of database-backed actions.
 
 The module's main server is started as shipped.
 """
@@ -215,3 +216,86 @@ async def test_session_cookie_handshake_is_accepted_from_exactly_the_origins_dja
 
         assert rest_accepted is accepted, (origin, response.text)
         assert await socket_sees_alice(server, browser, origin) is accepted, origin
+
+
+# 3. Every action has a budget ------------------------------------------------------------------------
+
+
+@dataclass
+class Flood:
+    replies: list[dict[str, Any]]
+    close_code: int | None
+
+
+async def flood(socket: ClientConnection, frames: list[dict[str, Any]]) -> Flood:
+    """Send every frame as fast as the socket takes them, reading every reply, until the server closes."""
+    replies: list[dict[str, Any]] = []
+
+    async def read() -> int | None:
+        try:
+            while True:
+                replies.append(json.loads(await socket.recv()))
+                if len(replies) == len(frames):
+                    return None
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd is not None else None
+
+    reader = asyncio.create_task(read())
+    try:
+        for frame in frames:
+            await socket.send(json.dumps(frame))
+    except ConnectionClosed:
+        pass
+    async with asyncio.timeout(30):
+        code = await reader
+    return Flood(replies, code)
+
+
+def assert_every_frame_answered_in_order(result: Flood) -> None:
+    """Nothing dropped silently: reply n answers frame n, up to the close."""
+    assert [reply["meta"].get("request_id") for reply in result.replies] == list(range(len(result.replies)))
+
+
+@pytest.mark.asyncio
+async def test_ping_flood_is_throttled_then_closed_with_4008_every_frame_answered_until_then(server: Server) -> None:
+    frames = [{"action": "ping", "request_id": n} for n in range(5000)]
+    async with (
+        ws(server, token=server.tokens["alice"], max_queue=None) as socket,
+        ws(server, token=server.tokens["bob"]) as other,
+    ):
+        result = await flood(socket, frames)
+
+        assert result.close_code == 4008
+        assert_every_frame_answered_in_order(result)
+        kinds = [reply["type"] if reply["type"] != "ERROR" else reply["payload"]["code"] for reply in result.replies]
+        # Default budgets: 20 pings, then 2 a second; 500 errors, then 20 a second.
+        assert 20 <= kinds.count("PONG") <= 100
+        assert set(kinds) == {"PONG", "throttled"}
+        assert len(result.replies) < 1000
+        await assert_open(other)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("action", "answer", "burst", "at_most"),
+    # Default budgets: 3 then one per 5 s; 50 then 20 per second (generous: the flood lasts seconds at most).
+    [("authenticate", "AUTHENTICATED", 3, 6), ("unsubscribe", "UNSUBSCRIBED", 50, 150)],
+)
+async def test_flood_of_an_action_is_answered_throttled_past_its_budget(
+    server: Server, action: str, answer: str, burst: int, at_most: int
+) -> None:
+    # authenticate with a valid token is a database query each: its budget is 3, then one every 5 s.
+    body = {"token": server.tokens["alice"]} if action == "authenticate" else {"model": "api.task", "id": "x"}
+    frames = [{"action": action, **body, "request_id": n} for n in range(200)]
+    async with ws(server, token=server.tokens["alice"], max_queue=None) as socket:
+        result = await flood(socket, frames)
+
+        assert result.close_code is None, "the socket stays open: 200 errors are within ERROR_BURST"
+        assert_every_frame_answered_in_order(result)
+        answered = [reply for reply in result.replies if reply["type"] == answer]
+        throttled = [
+            reply for reply in result.replies if reply.get("error") and reply["payload"]["code"] == "throttled"
+        ]
+        assert burst <= len(answered) <= at_most
+        assert len(answered) + len(throttled) == 200
+        await assert_open(socket)
