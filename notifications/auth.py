@@ -10,6 +10,7 @@ refused; it authenticates by token.
 
 from __future__ import annotations
 
+import ipaddress
 from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,9 @@ from django.http.cookie import parse_cookie
 from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
+
+from .conf import live_settings
+from .limits import auth_failures, strangers
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -93,11 +97,35 @@ def origin_allowed(scope: dict[str, Any], origin: str) -> bool:
     )
 
 
+def client_address(scope: dict[str, Any]) -> str:
+    """Who the client is for per-address limits: its IP address (an IPv6 client by its /64).
+
+    The ASGI scope's ``client``, or the last value of ``CLIENT_ADDRESS_HEADER``
+    when that setting names a header and the handshake carries it.
+    """
+    raw = ""
+    name = live_settings.CLIENT_ADDRESS_HEADER
+    value = header(scope, str(name).lower().encode("latin-1")) if name else None
+    if value:
+        raw = value.rsplit(",", 1)[-1].strip()
+    else:
+        client = scope.get("client")
+        raw = str(client[0]) if client else ""
+    try:
+        address = ipaddress.ip_address(raw.strip("[]"))
+    except ValueError:
+        return raw[:100] or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        # One host holds a whole /64: counting addresses in it would count nothing.
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 @database_sync_to_async
 def authenticate_token(key: str) -> Any | None:
     """The active user of an API token, by the REST API's own authentication class."""
-    from .conf import live_settings
-
     if "\x00" in key:
         # No key holds a NUL, and PostgreSQL refuses one in a query parameter
         # (DataError): an `authenticate` frame could turn that into a server error.
@@ -119,6 +147,12 @@ class LiveAuthMiddleware:
     WebSocket the wrapper does nothing but look at the session on every frame
     (a fifth of the fan-out's CPU, see docs/benchmarks.md). The socket never
     changes the session, so here ``send`` stays the ASGI server's own.
+
+    It also keeps strangers in check before a consumer exists: a wrong token
+    spends the client address's budget of failures (``AUTH_FAILURE_BURST``),
+    an address without budget has no token looked up, and a socket that is not
+    authenticated holds one of the few places ``limits.strangers`` allows,
+    until it authenticates (the consumer gives the place back) or ends.
     """
 
     def __init__(self, app: Any) -> None:
@@ -128,29 +162,52 @@ class LiveAuthMiddleware:
         scope = dict(scope)
         scope["user"] = AnonymousUser()
         scope["drf_live_credentials"] = None
+        address = scope["drf_live_address"] = client_address(scope)
         key = token_from_header(header(scope, b"authorization"))
         if key is not None:
+            if not auth_failures.allows(address):
+                return await deny(scope, receive, send, TOO_MANY_REQUESTS)
             user = await authenticate_token(key)
             if user is None:
-                return await _deny(receive, send)
+                auth_failures.spend(address)
+                return await deny(scope, receive, send)
             scope["user"] = user
             scope["drf_live_credentials"] = ("token", key)
         elif (session := _session(scope)) is not None and session.session_key:
             scope["session"] = session
             origin = header(scope, b"origin")
             if origin is not None and not origin_allowed(scope, origin):
-                return await _deny(receive, send)
+                return await deny(scope, receive, send)
             user = await get_user(scope)
             if user.is_authenticated:
                 scope["user"] = user
                 scope["drf_live_credentials"] = ("session", scope["session"].session_key)
-        return await self.app(scope, receive, send)
+        if scope["user"].is_authenticated:
+            return await self.app(scope, receive, send)
+        stranger = strangers.admit(address)
+        if stranger is None:
+            return await deny(scope, receive, send, TOO_MANY_REQUESTS)
+        scope["drf_live_stranger"] = stranger
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            stranger.release()
 
 
-async def _deny(receive: Any, send: Any) -> None:
-    # Closing before accepting makes the ASGI server answer the handshake with 403.
+FORBIDDEN = 403
+TOO_MANY_REQUESTS = 429
+
+
+async def deny(scope: dict[str, Any], receive: Any, send: Any, status: int = FORBIDDEN) -> None:
+    """Refuse the handshake: HTTP ``status`` where the ASGI server can send one (uvicorn can), else 403."""
     message = await receive()
-    if message["type"] == "websocket.connect":
+    if message["type"] != "websocket.connect":
+        return
+    if status != FORBIDDEN and "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b""})
+    else:
+        # Closing before accepting makes the ASGI server answer the handshake with 403.
         await send({"type": "websocket.close", "code": 4003})
 
 

@@ -57,6 +57,24 @@ DEFAULTS: dict[str, Any] = {
     # subscribe: SUBSCRIBE_RATE/SUBSCRIBE_BURST). Over budget answers
     # `throttled`, which counts as an error (ERROR_BURST, then 4008).
     "ACTION_BUDGETS": {},
+    # Sockets not authenticated (yet) in one process, and from one client
+    # address; past either the handshake is refused (HTTP 429). None: no cap.
+    "MAX_UNAUTHENTICATED_SOCKETS": 100,
+    "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 10,
+    # The client address is the ASGI scope's "client" (what the ASGI server
+    # says, e.g. after uvicorn's --forwarded-allow-ips). Name a header here
+    # (e.g. "X-Real-IP") only if your proxy sets it and clients cannot reach
+    # the server around the proxy; its last comma-separated value is used.
+    "CLIENT_ADDRESS_HEADER": None,
+    # Failed authentications one socket may make (wrong tokens in
+    # `authenticate` frames); the last one closes it with 4008.
+    "MAX_AUTH_FAILURES": 3,
+    # Failed authentications per client address and process (token bucket:
+    # rate per second, burst); past it no token from that address is looked
+    # up: a token header is refused (HTTP 429), an `authenticate` frame closes
+    # the socket with 4008.
+    "AUTH_FAILURE_RATE": 0.1,
+    "AUTH_FAILURE_BURST": 20,
 }
 
 

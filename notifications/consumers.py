@@ -15,12 +15,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from . import frames
-from .auth import authenticate_token, header
+from .auth import authenticate_token, client_address, header
 from .conf import live_settings
 from .exceptions import Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
-from .limits import UNLIMITED, ActionBudgets, TokenBucket, sockets_per_user
+from .limits import UNLIMITED, ActionBudgets, TokenBucket, auth_failures, sockets_per_user
 from .outgoing import Outgoing
 from .publisher import publisher
 from .registration import Registration
@@ -92,6 +92,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.budgets = ActionBudgets()
         self.subscribe_bucket: TokenBucket = UNLIMITED
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
+        self.auth_failures = 0
         # Events held while access is being re-checked (None: none is).
         self.held: list[dict[str, Any]] | None = None
         self.rechecks = 0
@@ -317,13 +318,30 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         key = content.get("token")
         if not isinstance(key, str) or not key or len(key) > 200:
             raise RequestError("invalid", "Send the API token in `token`.", fields=["token"])
+        address = self.scope.get("drf_live_address") or client_address(self.scope)
+        if not auth_failures.allows(address):
+            # This address guessed too often: no token of it is looked up for a while.
+            await self.end(CloseCode.FLOOD)
+            return
         user = await authenticate_token(key)
         if user is None:
+            if self.failed_authentication(address):
+                await self.end(CloseCode.FLOOD)
+                return
             raise RequestError("not_authenticated", "Invalid token.")
         if self.is_authenticated and user.pk != self.user.pk:
             raise RequestError("invalid", "This socket is authenticated as another user already.", fields=["token"])
         await self.login(user, ("token", key))
+        stranger = self.scope.get("drf_live_stranger")
+        if stranger is not None:
+            stranger.release()  # No longer counted among the unauthenticated sockets.
         await self.send_frame(frames.reply("AUTHENTICATED", {"user": str(user.pk)}, request_id))
+
+    def failed_authentication(self, address: str) -> bool:
+        """Count a wrong token against the socket and its address; True when the socket must close."""
+        auth_failures.spend(address)
+        self.auth_failures += 1
+        return self.auth_failures >= int(live_settings.MAX_AUTH_FAILURES)
 
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
         if not self.subscribe_bucket.take():

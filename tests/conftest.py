@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
+from notifications import limits
 from notifications.streams import reset_store
 
 
@@ -17,6 +18,14 @@ def fresh_store() -> Iterator[None]:
     reset_store()
     yield
     reset_store()
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits() -> Iterator[None]:
+    """Every test starts with no unauthenticated socket counted and every address's budgets full."""
+    limits.reset()
+    yield
+    limits.reset()
 
 
 @pytest.fixture

@@ -55,13 +55,15 @@ ERROR_CODES = {
 REPLY_TYPES = {"SUBSCRIBED", "UNSUBSCRIBED", "PONG", "AUTHENTICATED"}
 CLOSE_CODES = {1009, 4001, 4008, 4029}
 MODELS = {"api.user": "users", "api.project": "projects", "api.task": "tasks"}
-# Requests are validated, not throttled (every frame is followed by a ping), and
-# the unauthenticated socket waits: these limits have tests of their own
-# (tests/notifications/test_limits.py). Errors keep their defaults, so a socket
-# may be closed for flooding (4008).
+# Requests are validated, not throttled (every frame is followed by a ping), the
+# address may keep guessing tokens, and the unauthenticated socket waits: these
+# limits have tests of their own (tests/notifications/test_limits.py). Errors
+# and a socket's wrong tokens keep their defaults, so a socket may be closed for
+# flooding (4008).
 FUZZ_SETTINGS = {
     "SUBSCRIBE_BURST": 10**9,
     "ACTION_BUDGETS": {action: [1, 10**9] for action in ("ping", "unsubscribe", "authenticate", "*")},
+    "AUTH_FAILURE_BURST": 10**9,
     "AUTH_TIMEOUT": 3600,
 }
 

@@ -1,10 +1,13 @@
 """The edges, tried as an attacker would: a real uvicorn (started as ``make run`` starts it), Redis, real sockets.
 
 Each test is one of the attacks that worked against an earlier server: a
-session cookie used from an origin Django's CSRF check refuses, and floods of
-cheap and of database-backed actions.
+session cookie used from an origin Django's CSRF check refuses, floods of cheap
+and of database-backed actions, and strangers' sockets and token guessing.
 
-The module's main server is started as shipped.
+The module's main server has small caps on unauthenticated sockets and failed
+authentications, so that each is reached in a few sockets; everything else is as shipped. It trusts
+``X-Forwarded-For`` from 127.0.0.1 (uvicorn's ``--forwarded-allow-ips``), which
+is how these tests come from several client addresses.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ from tests.servers import DEMO_PASSWORD, AsgiServer, recv_json, send_json
 
 pytestmark = pytest.mark.e2e
 
-EDGE_SETTINGS: dict[str, object] = {}
+EDGE_SETTINGS = {
+    "MAX_UNAUTHENTICATED_SOCKETS": 6,
+    "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 3,
+    "AUTH_FAILURE_BURST": 4,
+    "AUTH_FAILURE_RATE": 0.001,
+}
 CLOSE_WAIT = 10.0
 
 
@@ -58,7 +66,7 @@ def servers(server_env: dict[str, str]) -> Iterator[tuple[Server, Server]]:
     """The main server, and one with ``ALLOWED_HOSTS=*`` and a trusted ``http://localhost:3000``."""
     env = {**server_env, "DRF_LIVE": json.dumps(EDGE_SETTINGS)}
     open_env = {**server_env, "ALLOWED_HOSTS": "*", "CSRF_TRUSTED_ORIGINS": "http://localhost:3000"}
-    main = AsgiServer(env, "asgi-edges")
+    main = AsgiServer(env, "asgi-edges", extra_args=["--forwarded-allow-ips", "127.0.0.1"])
     wildcard = AsgiServer(open_env, "asgi-edges-wildcard")
     try:
         main.spawn()
@@ -299,3 +307,55 @@ async def test_flood_of_an_action_is_answered_throttled_past_its_budget(
         assert burst <= len(answered) <= at_most
         assert len(answered) + len(throttled) == 200
         await assert_open(socket)
+
+
+# 4. Strangers pay ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_unauthenticated_sockets_are_capped_per_address_and_per_process(server: Server) -> None:
+    # Here: 3 per address, 6 in all. Authenticated sockets do not count.
+    async with (
+        ws(server, address="203.0.113.1") as a1,
+        ws(server, address="203.0.113.1") as a2,
+        ws(server, address="203.0.113.1") as a3,
+    ):
+        assert await refused_status(server, address="203.0.113.1") == 429
+        async with (
+            ws(server, address="203.0.113.2"),
+            ws(server, address="203.0.113.2"),
+            ws(server, address="203.0.113.3"),
+        ):
+            assert await refused_status(server, address="203.0.113.4") == 429
+            async with ws(server, address="203.0.113.1", token=server.tokens["bob"]) as by_token:
+                await assert_open(by_token)
+            # Authenticating by frame gives the place back.
+            await send_json(a1, {"action": "authenticate", "token": server.tokens["alice"], "request_id": 1})
+            assert (await recv_json(a1))["type"] == "AUTHENTICATED"
+            async with ws(server, address="203.0.113.4") as late:
+                await assert_open(late)
+            for socket in (a1, a2, a3):
+                await assert_open(socket)
+
+
+@pytest.mark.asyncio
+async def test_wrong_tokens_cost_the_socket_then_the_address_not_the_database(server: Server) -> None:
+    # Here: 3 failures per socket (the default), 4 per address.
+    async with ws(server, address="203.0.113.9") as guesser:
+        for n in range(2):
+            await send_json(guesser, {"action": "authenticate", "token": f"guess-{n}", "request_id": n})
+            reply = await recv_json(guesser)
+            assert reply["payload"]["code"] == "not_authenticated" and reply["meta"]["request_id"] == n
+        await send_json(guesser, {"action": "authenticate", "token": "guess-2", "request_id": 2})
+        assert await close_code(guesser) == 4008
+
+    async with ws(server, address="203.0.113.9") as guesser:
+        await send_json(guesser, {"action": "authenticate", "token": "guess-3", "request_id": 3})
+        assert (await recv_json(guesser))["payload"]["code"] == "not_authenticated"
+        # The address's budget is spent: not even a good token is looked up now.
+        await send_json(guesser, {"action": "authenticate", "token": server.tokens["alice"], "request_id": 4})
+        assert await close_code(guesser) == 4008
+    assert await refused_status(server, address="203.0.113.9", token=server.tokens["alice"]) == 429
+
+    async with ws(server, address="203.0.113.10", token=server.tokens["alice"]) as elsewhere:
+        await assert_open(elsewhere)

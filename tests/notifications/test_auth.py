@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.test import Client, override_settings
 
-from notifications.auth import origin_allowed, token_from_header
+from notifications.auth import client_address, origin_allowed, token_from_header
 
 ALLOWED = {"ALLOWED_HOSTS": ["app.test", ".corp.test"], "CSRF_TRUSTED_ORIGINS": []}
 
@@ -178,6 +178,38 @@ def test_origin_allowed_agrees_with_djangos_csrf_check(rf, secure, host, origin,
         django_says = CsrfViewMiddleware(lambda request: HttpResponse())._origin_verified(request)
 
         assert origin_allowed(handshake(host, "wss" if secure else "ws"), origin) is django_says
+
+
+# client_address ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "address"),
+    [
+        (("203.0.113.7", 50000), "203.0.113.7"),
+        (("2001:db8:1:2:3:4:5:6", 50000), "2001:db8:1:2::/64"),  # a host holds a whole /64
+        (("::ffff:203.0.113.7", 50000), "203.0.113.7"),
+        (None, "unknown"),
+        (("not an address", 0), "not an address"),
+    ],
+)
+def test_client_address_is_the_scopes_client(client, address):
+    assert client_address({"type": "websocket", "client": client, "headers": []}) == address
+
+
+def test_client_address_reads_a_proxy_header_only_when_a_setting_names_it(settings):
+    scope = {
+        "client": ("10.0.0.2", 50000),
+        "headers": [(b"x-real-ip", b"203.0.113.7"), (b"x-forwarded-for", b"198.51.100.1, 203.0.113.8")],
+    }
+    assert client_address(scope) == "10.0.0.2"
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Real-IP"}
+    assert client_address(scope) == "203.0.113.7"
+    # The last value is the one the nearest proxy added: the others are the client's word.
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}
+    assert client_address(scope) == "203.0.113.8"
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Missing"}
+    assert client_address(scope) == "10.0.0.2"
 
 
 # The handshake, over the full stack ---------------------------------------------------------

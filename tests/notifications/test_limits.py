@@ -404,3 +404,101 @@ async def test_flood_far_over_budget_is_answered_until_the_error_budget_runs_dry
     assert all(reply["payload"]["code"] == "throttled" for reply in replies[3:])
     await assert_closed_with(socket, 4008)
     await assert_open(other)
+
+
+# Unauthenticated sockets (refused at the handshake) --------------------------------------
+
+ADDRESS_A = ("198.51.100.1", 40000)
+ADDRESS_B = ("198.51.100.2", 40000)
+
+
+async def test_unauthenticated_sockets_past_the_per_address_cap_are_refused(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 2}
+    first = await connect(client=ADDRESS_A)
+    second = await connect(client=ADDRESS_A)
+
+    await connect(client=ADDRESS_A, accepted=False)
+
+    await connect(client=ADDRESS_B)  # another address has room
+    await connect(client=ADDRESS_A, token=keys["alice"])  # an authenticated socket is not counted
+    await assert_open(first)
+    # Closing one, or authenticating one, makes room.
+    await first.disconnect()
+    third = await connect(client=ADDRESS_A)
+    assert (await request(second, {"action": "authenticate", "token": keys["bob"]}))["type"] == "AUTHENTICATED"
+    fourth = await connect(client=ADDRESS_A)
+    await assert_open(third)
+    await assert_open(fourth)
+    await connect(client=ADDRESS_A, accepted=False)
+
+
+async def test_unauthenticated_sockets_past_the_per_process_cap_are_refused(connect, domain, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS": 3}
+    for n in range(3):
+        await connect(client=(f"198.51.100.{n + 1}", 40000))
+
+    await connect(client=("198.51.100.9", 40000), accepted=False)
+
+    assert limits.strangers.total == 3
+
+
+async def test_unauthenticated_socket_closed_for_auth_timeout_gives_its_place_back(connect, domain, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 1, "AUTH_TIMEOUT": 0.2}
+    first = await connect(client=ADDRESS_A)
+    await assert_closed_with(first, 4001)
+    await first.disconnect()  # what the ASGI server sends once the close handshake is over
+
+    second = await connect(client=ADDRESS_A)
+
+    await assert_open(second)
+
+
+# Failed authentication (hard: 4008, and no lookup for the address) ------------------------
+
+
+async def test_wrong_tokens_close_the_socket_with_4008_at_max_auth_failures(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_AUTH_FAILURES": 3}
+    socket = await connect(client=ADDRESS_A)
+
+    for n in range(2):
+        reply = await request(socket, {"action": "authenticate", "token": f"wrong-{n}", "request_id": n})
+        assert_error(reply, "not_authenticated", n)
+    await socket.send_json_to({"action": "authenticate", "token": "wrong-2", "request_id": 2})
+
+    await assert_closed_with(socket, 4008)
+    # The address still has budget: a new socket may authenticate.
+    again = await connect(client=ADDRESS_A)
+    assert (await request(again, {"action": "authenticate", "token": keys["alice"]}))["type"] == "AUTHENTICATED"
+
+
+async def test_address_out_of_failure_budget_has_no_token_looked_up(connect, domain, keys, settings, queries):
+    settings.DRF_LIVE = {"AUTH_FAILURE_BURST": 4, "AUTH_FAILURE_RATE": 0.001, "MAX_AUTH_FAILURES": 2}
+    for _ in range(2):
+        socket = await connect(client=ADDRESS_A)
+        reply = await request(socket, {"action": "authenticate", "token": "wrong", "request_id": 1})
+        assert_error(reply, "not_authenticated", 1)
+        await socket.send_json_to({"action": "authenticate", "token": "wrong"})
+        await assert_closed_with(socket, 4008)
+    queries.clear()
+
+    # Four failures spent the address's budget: even a good token is not looked up.
+    socket = await connect(client=ADDRESS_A)
+    await socket.send_json_to({"action": "authenticate", "token": keys["alice"], "request_id": 1})
+    await assert_closed_with(socket, 4008)
+    await connect(client=ADDRESS_A, token=keys["alice"], accepted=False)
+    assert queries == []
+
+    # Another address is not concerned.
+    other = await connect(client=ADDRESS_B, token=keys["alice"])
+    await assert_open(other)
+
+
+async def test_wrong_token_headers_spend_the_address_budget(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"AUTH_FAILURE_BURST": 2, "AUTH_FAILURE_RATE": 0.001}
+    await connect(client=ADDRESS_A, token="wrong", accepted=False)
+    await connect(client=ADDRESS_A, token="wrong", accepted=False)
+
+    socket = await connect(client=ADDRESS_A)
+    await socket.send_json_to({"action": "authenticate", "token": keys["alice"]})
+
+    await assert_closed_with(socket, 4008)
