@@ -75,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
     # the socket with 4008.
     "AUTH_FAILURE_RATE": 0.1,
     "AUTH_FAILURE_BURST": 20,
+    # Seconds between re-validations of a session socket's session (deleted,
+    # expired, auth hash changed: closed with 4001), a backstop for what no
+    # signal reports (cache or file sessions, QuerySet.update). None: never.
+    "SESSION_RECHECK_INTERVAL": 300.0,
 }
 
 

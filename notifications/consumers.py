@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +16,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
-from . import frames
+from . import frames, sessions
 from .auth import authenticate_token, client_address, header
 from .conf import live_settings
 from .exceptions import Unavailable
@@ -141,6 +143,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
             await self.login(user, self.scope.get("drf_live_credentials"))
+            await self.watch_session()
         elif not live_settings.ALLOW_ANONYMOUS:
             self.auth_timer = asyncio.get_running_loop().call_later(
                 float(live_settings.AUTH_TIMEOUT), self._auth_timed_out
@@ -343,6 +346,48 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.auth_failures += 1
         return self.auth_failures >= int(live_settings.MAX_AUTH_FAILURES)
 
+    # Session sockets ----------------------------------------------------------
+
+    async def watch_session(self) -> None:
+        """A session socket also closes when its user's session auth hash changes, and re-checks its session."""
+        credentials = self.scope.get("drf_live_credentials")
+        if self.closed or credentials is None or credentials[0] != "session":
+            return
+        key = sessions.user_key(self.user)
+        if key not in self.credential_keys:
+            self.credential_keys.append(key)
+            try:
+                await self.hub.attach(key, self)
+            except Exception as exc:
+                self.hub_lost(key, exc)
+                return
+        self.schedule_session_check()
+
+    def schedule_session_check(self) -> None:
+        interval = live_settings.SESSION_RECHECK_INTERVAL
+        if interval is None or self.closed:
+            return
+        # Spread: sockets opened together do not re-check together. A weak
+        # reference: the timer does not keep a closed socket's consumer alive.
+        delay = float(interval) * random.uniform(0.75, 1.0)
+        asyncio.get_running_loop().call_later(delay, _session_check_due, weakref.ref(self))
+
+    async def check_session(self) -> None:
+        """Close with 4001 if Django would no longer accept this socket's session cookie."""
+        credentials = self.scope.get("drf_live_credentials")
+        if self.closed or credentials is None:
+            return
+        try:
+            valid = await sessions.still_valid(credentials[1], self.user)
+        except Exception:
+            # The database or session store failed: the socket stays, and tries again later.
+            logger.warning("Could not re-validate a session socket", exc_info=True)
+            valid = True
+        if valid:
+            self.schedule_session_check()
+        else:
+            await self.end(CLOSE_NOT_AUTHENTICATED)
+
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
         if not self.subscribe_bucket.take():
             raise RequestError("throttled")
@@ -529,3 +574,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             for subscription in subscriptions
             if not subscription.registration.is_visible(self.user, subscription.target, host=self.host)
         ]
+
+
+def _session_check_due(ref: weakref.ReferenceType[NotificationConsumer]) -> None:
+    consumer = ref()
+    if consumer is not None and not consumer.closed:
+        consumer.spawn(consumer.check_session())

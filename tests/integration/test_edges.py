@@ -1,11 +1,13 @@
 """The edges, tried as an attacker would: a real uvicorn (started as ``make run`` starts it), Redis, real sockets.
 
 Each test is one of the attacks that worked against an earlier server: a
-session cookie used from an origin Django's CSRF check refuses, floods of cheap
-and of database-backed actions, and strangers' sockets and token guessing.
+session cookie used from an origin Django's CSRF check refuses, a session that
+Django ended but whose socket lived on, floods of cheap and of database-backed
+actions, and strangers' sockets and token guessing.
 
 The module's main server has small caps on unauthenticated sockets and failed
-authentications, so that each is reached in a few sockets; everything else is as shipped. It trusts
+authentications, so that each is reached in a few sockets, and re-validates
+session sockets every second; everything else is as shipped. It trusts
 ``X-Forwarded-For`` from 127.0.0.1 (uvicorn's ``--forwarded-allow-ips``), which
 is how these tests come from several client addresses.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.servers import DEMO_PASSWORD, AsgiServer, recv_json, send_json
+from tests.servers import DEMO_PASSWORD, AsgiServer, manage, receive_nothing, recv_json, send_json
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +38,7 @@ EDGE_SETTINGS = {
     "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 3,
     "AUTH_FAILURE_BURST": 4,
     "AUTH_FAILURE_RATE": 0.001,
+    "SESSION_RECHECK_INTERVAL": 1,
 }
 CLOSE_WAIT = 10.0
 
@@ -224,6 +228,58 @@ async def test_session_cookie_handshake_is_accepted_from_exactly_the_origins_dja
 
         assert rest_accepted is accepted, (origin, response.text)
         assert await socket_sees_alice(server, browser, origin) is accepted, origin
+
+
+# 2. Sessions end when Django ends them ------------------------------------------------------------
+
+SESSION_ENDINGS = {
+    # Django's password change (the session hash of every other session no longer matches).
+    "password-changed": "u = User.objects.get(username={name!r}); u.set_password('another-pw'); u.save()",
+    # An admin's "log out everywhere", or a session store flush.
+    "session-deleted": "Session.objects.filter(session_key={session!r}).delete()",
+    # No signal at all: found by the periodic re-validation (SESSION_RECHECK_INTERVAL, 1 s here).
+    "expired-by-update": "Session.objects.filter(session_key={session!r}).update(expire_date=now())",
+}
+
+
+def new_user(server: Server, password: str) -> tuple[str, str]:
+    """A fresh user with ``password`` and an API token, made by another process: (username, token)."""
+    name = f"user-{uuid.uuid4().hex[:8]}"
+    code = (
+        "from api.models import User; from rest_framework.authtoken.models import Token; "
+        f"print(Token.objects.create(user=User.objects.create_user({name!r}, password={password!r})).key)"
+    )
+    return name, manage("shell", "-c", code, env=server.env).strip().splitlines()[-1]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", SESSION_ENDINGS)
+async def test_session_socket_is_closed_with_4001_when_django_ends_its_session(server: Server, ending: str) -> None:
+    name, token = await asyncio.to_thread(new_user, server, "a-password")
+    browser = await log_in(server, name, "a-password")
+    bob = await log_in(server, "bob")
+    code = (
+        "from api.models import User; from django.contrib.sessions.models import Session; "
+        "from django.utils.timezone import now; " + SESSION_ENDINGS[ending].format(name=name, session=browser.session)
+    )
+    async with (
+        ws(server, cookie=browser.session, origin=server.origin) as session_socket,
+        ws(server, token=token) as token_socket,
+        ws(server, cookie=bob.session, origin=server.origin) as other,
+    ):
+        await assert_open(session_socket)
+        assert (await rest_write(server, browser)).status_code == 200
+
+        # Committed by another process; the close travels through Redis (or comes from the re-check).
+        await asyncio.to_thread(manage, "shell", "-c", code, env=server.env)
+
+        assert await close_code(session_socket) == 4001
+        # REST refuses the same cookie now.
+        assert (await rest_write(server, browser)).status_code == 403
+        # The user's token (DRF tokens outlive sessions and passwords) and other users' sessions stay.
+        await assert_open(token_socket)
+        await assert_open(other)
+        await receive_nothing(other)
 
 
 # 3. Every action has a budget ------------------------------------------------------------------------
