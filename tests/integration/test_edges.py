@@ -3,7 +3,8 @@
 Each test is one of the attacks that worked against an earlier server: a
 session cookie used from an origin Django's CSRF check refuses, a session that
 Django ended but whose socket lived on, floods of cheap and of database-backed
-actions, and strangers' sockets and token guessing.
+actions, strangers' sockets and token guessing, and handshakes that never
+finish.
 
 The module's main server has small caps on unauthenticated sockets and failed
 authentications, so that each is reached in a few sockets, and re-validates
@@ -15,8 +16,11 @@ is how these tests come from several client addresses.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -415,3 +419,62 @@ async def test_wrong_tokens_cost_the_socket_then_the_address_not_the_database(se
 
     async with ws(server, address="203.0.113.10", token=server.tokens["alice"]) as elsewhere:
         await assert_open(elsewhere)
+
+
+# 5. Handshakes that never finish ---------------------------------------------------------------------
+
+# Generous: what the shipped command (5 s) must beat by far.
+STALLED_DROP_LIMIT = 60.0
+
+
+async def dropped_after(port: int, sent: bytes, trickle: bytes = b"") -> float:
+    """Open a TCP connection, send ``sent`` (then ``trickle`` a byte a second); seconds until the server drops it."""
+    opened = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(sent)
+        await writer.drain()
+
+        async def drip() -> None:
+            try:
+                for byte in trickle:
+                    await asyncio.sleep(1)
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+            except ConnectionError:
+                pass  # dropped
+
+        dripping = asyncio.create_task(drip())
+        try:
+            async with asyncio.timeout(STALLED_DROP_LIMIT + 5):
+                data = await reader.read(65536)
+        except ConnectionError:
+            data = b""
+        except TimeoutError:
+            return float("inf")  # still held
+        finally:
+            dripping.cancel()
+        assert data == b"", f"the server answered a request it never got whole: {data[:200]!r}"
+        return time.monotonic() - opened
+    finally:
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_stalled_handshakes_are_dropped_and_established_sockets_are_not(server: Server) -> None:
+    port = server.asgi.port
+    host = f"Host: 127.0.0.1:{port}\r\n".encode()
+    key = base64.b64encode(os.urandom(16))
+    request = b"GET /ws/notifications/ HTTP/1.1\r\n" + host + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    async with ws(server, token=server.tokens["alice"]) as established:
+        stalled = await asyncio.gather(
+            dropped_after(port, b""),  # connects, sends nothing
+            dropped_after(port, b"GET /ws/notif"),  # half a request line
+            dropped_after(port, request),  # headers without their end
+            dropped_after(port, request, trickle=b"Sec-WebSocket-Key: " + key + b"\r\n"),  # a header byte a second
+        )
+
+        assert all(seconds < STALLED_DROP_LIMIT for seconds in stalled), stalled
+        # A socket past its handshake is not timed by it, however quiet.
+        await assert_open(established)
+        await receive_nothing(established)
