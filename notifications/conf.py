@@ -79,6 +79,12 @@ DEFAULTS: dict[str, Any] = {
     # expired, auth hash changed: closed with 4001), a backstop for what no
     # signal reports (cache or file sessions, QuerySet.update). None: never.
     "SESSION_RECHECK_INTERVAL": 300.0,
+    # Client-caused messages of the ASGI server's log ("uvicorn.error":
+    # invalid UTF-8, malformed requests, failed handshakes): at most
+    # LOG_ABUSE_BURST lines per message per LOG_ABUSE_INTERVAL seconds, without
+    # traceback; the rest are counted in the next line. None: no limit.
+    "LOG_ABUSE_BURST": 10,
+    "LOG_ABUSE_INTERVAL": 60.0,
 }
 
 

@@ -3,8 +3,8 @@
 Each test is one of the attacks that worked against an earlier server: a
 session cookie used from an origin Django's CSRF check refuses, a session that
 Django ended but whose socket lived on, floods of cheap and of database-backed
-actions, strangers' sockets and token guessing, and handshakes that never
-finish.
+actions, strangers' sockets and token guessing, handshakes that never finish,
+and frames that made the server log a traceback each.
 
 The module's main server has small caps on unauthenticated sockets and failed
 authentications, so that each is reached in a few sockets, and re-validates
@@ -478,3 +478,56 @@ async def test_stalled_handshakes_are_dropped_and_established_sockets_are_not(se
         # A socket past its handshake is not timed by it, however quiet.
         await assert_open(established)
         await receive_nothing(established)
+
+
+# 6. What clients cause is logged at a bounded rate ---------------------------------------------------
+
+
+def invalid_utf8_frame() -> bytes:
+    """A masked text frame holding bytes that are not UTF-8."""
+    payload, mask = b"\xff\xfe\xfd", os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def send_invalid_utf8(port: int, token: str) -> int:
+    """Handshake, one invalid text frame; the close code the server answers with."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws/notifications/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Authorization: Token {token}\r\n\r\n"
+            ).encode()
+        )
+        response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101"), response
+        writer.write(invalid_utf8_frame())
+        frame = await asyncio.wait_for(reader.readexactly(4), 10)
+        assert frame[0] == 0x88, frame  # a close frame
+        return int.from_bytes(frame[2:4], "big")
+    finally:
+        writer.close()
+
+
+@pytest.mark.asyncio
+async def test_two_hundred_invalid_utf8_frames_log_a_bounded_number_of_lines_and_no_traceback(server: Server) -> None:
+    log = server.asgi.log_path
+    start = log.stat().st_size
+
+    codes = [await send_invalid_utf8(server.asgi.port, server.tokens["bob"]) for _ in range(200)]
+    async with ws(server, token=server.tokens["bob"]) as after:
+        await assert_open(after)  # the server is still serving
+    # A handshake to any other path is refused, not answered with a 500 and a traceback.
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(f"ws://127.0.0.1:{server.asgi.port}/ws/nope/", open_timeout=10, proxy=None):
+            pass
+
+    assert codes == [1007] * 200
+    assert refused.value.response.status_code == 404
+    lines = log.read_bytes()[start:].decode(errors="replace").splitlines()
+    about_utf8 = [line for line in lines if "Invalid UTF-8" in line]
+    # LOG_ABUSE_BURST (10) per LOG_ABUSE_INTERVAL (60 s), and perhaps one more that says how many were not.
+    assert 1 <= len(about_utf8) <= 12, about_utf8
+    assert not any("Traceback" in line for line in lines)
