@@ -15,7 +15,6 @@ from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.auth import get_user
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -28,6 +27,7 @@ from rest_framework import exceptions
 
 from .conf import live_settings
 from .limits import auth_failures, strangers
+from .sessions import session_user
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -178,8 +178,8 @@ class LiveAuthMiddleware:
             origin = header(scope, b"origin")
             if origin is not None and not origin_allowed(scope, origin):
                 return await deny(scope, receive, send)
-            user = await get_user(scope)
-            if user.is_authenticated:
+            user = await database_sync_to_async(session_user)(session)
+            if user is not None:
                 scope["user"] = user
                 scope["drf_live_credentials"] = ("session", scope["session"].session_key)
         if scope["user"].is_authenticated:

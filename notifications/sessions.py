@@ -23,8 +23,10 @@ import hashlib
 from importlib import import_module
 from typing import Any
 
-from channels.auth import get_user
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model, load_backend
+from django.utils.crypto import constant_time_compare
 
 from .conf import live_settings
 
@@ -73,10 +75,39 @@ def session_model() -> type | None:
         return None
 
 
-async def still_valid(session_key: str, user: Any) -> bool:
-    """Whether the session ``session_key`` still authenticates ``user``, as Django checks it on a request."""
-    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    # Loads the session (gone or expired: empty) and the user (inactive: none),
-    # and compares the auth hash; a stale session is flushed, as Django does.
-    current = await get_user({"session": store})
-    return bool(current.is_authenticated) and current.pk == user.pk
+def session_user(session: Any) -> Any | None:
+    """The user ``session`` authenticates, as Django's ``get_user()`` decides it, or None.
+
+    Like Django: the session names a user and one of ``AUTHENTICATION_BACKENDS``,
+    the backend returns the user (an inactive one: none), and the session holds
+    the user's session auth hash, computed with ``SECRET_KEY`` or one of
+    ``SECRET_KEY_FALLBACKS``. Unlike Django (and channels' ``get_user()``), it
+    changes nothing: a socket cannot hand the browser a new cookie, so it must
+    not flush a session it finds stale (Django flushes it on the next request)
+    nor cycle the key of one made with a fallback secret (which would log the
+    browser out; channels' ``get_user()`` flushes it).
+    """
+    try:
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except KeyError:
+        return None
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return None
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None or not hasattr(user, "get_session_auth_hash"):
+        return user
+    stored = session.get(HASH_SESSION_KEY)
+    if not stored:
+        return None
+    fallbacks = getattr(user, "get_session_auth_fallback_hash", lambda: ())()
+    if any(constant_time_compare(stored, each) for each in (user.get_session_auth_hash(), *fallbacks)):
+        return user
+    return None
+
+
+@database_sync_to_async
+def still_valid(session_key: str, user: Any) -> bool:
+    """Whether the session ``session_key`` still authenticates ``user`` (gone or expired: it does not)."""
+    current = session_user(import_module(settings.SESSION_ENGINE).SessionStore(session_key))
+    return current is not None and current.pk == user.pk

@@ -232,6 +232,25 @@ async def test_without_recheck_an_unsignalled_change_keeps_the_socket(connect, d
     assert await socket.receive_nothing(timeout=0.5)
 
 
+@pytest.mark.asyncio
+async def test_a_session_signed_before_a_secret_key_rotation_is_accepted_and_not_flushed(connect, domain, settings):
+    # Django accepts a session whose auth hash was made with one of SECRET_KEY_FALLBACKS;
+    # channels' get_user() would flush it, logging the browser out of the REST API too.
+    settings.DRF_LIVE = {"SESSION_RECHECK_INTERVAL": 0.2}
+    alice = domain["alice"]
+    key = await log_in(alice)
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-for-this-test-only-0123456789"
+
+    socket = await connect(headers=[cookie(key), ORIGIN, HOST])
+    await socket.send_json_to({"action": "subscribe", "model": "api.user", "id": str(alice.pk), "request_id": 1})
+    reply = await socket.receive_json_from(timeout=3)
+
+    assert reply["type"] == "SUBSCRIBED" and reply["payload"]["email"] == alice.email, reply
+    assert await socket.receive_nothing(timeout=0.8)  # re-validated a few times, and still valid
+    assert await database_sync_to_async(Session.objects.filter(pk=key).exists)()
+
+
 def test_replaced_key_names_the_hash_a_user_had_when_loaded(domain):
     alice = type(domain["alice"]).objects.get(pk=domain["alice"].pk)
     before = sessions.user_key(alice)
