@@ -30,8 +30,11 @@ class ProjectQuerySet(models.QuerySet["Project"]):
 
 class TaskQuerySet(models.QuerySet["Task"]):
     def visible_to(self, user: User) -> TaskQuerySet:
-        """A task is visible to whoever sees its project."""
-        return self.filter(project__in=Project.objects.visible_to(user))
+        """A task is visible to whoever sees its project; a private one only to its assignee and the owner."""
+        if not user.is_authenticated:
+            return self.none()
+        shared = self.filter(project__in=Project.objects.visible_to(user))
+        return shared.filter(Q(private=False) | Q(assignee=user) | Q(project__owner=user))
 
 
 class ExampleUserManager(UserManager.from_queryset(UserQuerySet)):  # type: ignore[misc]
@@ -73,10 +76,12 @@ class Task(LiveModel):
     title = models.CharField(max_length=200)
     done = models.BooleanField(default=False)
     assignee = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="tasks")
+    # Seen only by its assignee and the project's owner.
+    private = models.BooleanField(default=False)
 
     objects = TaskQuerySet.as_manager()
 
-    tracker = FieldTracker(fields=["project", "title", "done", "assignee"])
+    tracker = FieldTracker(fields=["project", "title", "done", "assignee", "private"])
 
     class Meta:
         ordering = ["id"]

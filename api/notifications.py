@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.db.models import Q
+
 import notifications
+from notifications import Touch
 
 from .models import Project, Task, User
 from .views import ProjectViewSet, TaskViewSet, UserViewSet
@@ -20,8 +24,11 @@ class UserRegistration(notifications.Registration):
     def get_audience(self, user: Any, instance: User) -> str:
         return "self" if user.pk == instance.pk else "others"
 
-    def get_audience_user(self, audience: str, instance: User) -> Any:
-        return instance if audience == "self" else super().get_audience_user(audience, instance)
+    def subscribable_by(self, instance: User) -> Iterable[Any]:
+        # Themself, and everyone who shares a project with them (UserQuerySet.visible_to).
+        projects = Project.objects.filter(Q(owner=instance) | Q(members=instance))
+        sharing = User.objects.filter(Q(owned_projects__in=projects) | Q(projects__in=projects))
+        return {instance.pk, *sharing.values_list("pk", flat=True)}
 
 
 @notifications.register(Project)
@@ -30,12 +37,26 @@ class ProjectRegistration(notifications.Registration):
     m2m_fields = ["members"]
     # Owner and members see a project (and its tasks, and each other).
     access_fields = ["owner", "members"]
+    # Who shares a project decides which users see each other: a user added
+    # or removed, or a new owner, is seen by a different set of users.
+    touches = [Touch("members", when=["members"]), Touch("owner", when=["owner"])]
+
+    def subscribable_by(self, instance: Project) -> Iterable[Any]:
+        return {instance.owner_id, *instance.members.values_list("pk", flat=True)}
 
 
 @notifications.register(Task)
 class TaskRegistration(notifications.Registration):
     viewset = TaskViewSet
-    # A task is visible to whoever sees its project: moving it may hide it.
-    access_fields = ["project"]
-    # {"filter": {"project": "<id>"}}: the tasks of one project, visible to whoever sees it.
+    # Moving a task may hide it; a new assignee may see a private task the old one no longer does.
+    access_fields = ["project", "assignee"]
+    # {"filter": {"project": "<id>"}}: the tasks of one project, as each subscriber may see them.
     filter_fields = ["project"]
+    # A project shows how many of its tasks are open (ProjectViewSet annotates it).
+    touches = [Touch("project", when=["done", "project"], changed=["open_tasks"])]
+
+    def subscribable_by(self, instance: Task) -> Iterable[Any]:
+        project = Project.objects.get(pk=instance.project_id)
+        if instance.private:
+            return {project.owner_id, *([instance.assignee_id] if instance.assignee_id else [])}
+        return {project.owner_id, *project.members.values_list("pk", flat=True)}

@@ -40,10 +40,16 @@ class ProjectSerializer(serializers.ModelSerializer):
     members = serializers.PrimaryKeyRelatedField(
         many=True, queryset=User.objects.all(), pk_field=hashid_field(User), required=False
     )
+    open_tasks = serializers.SerializerMethodField()
 
     class Meta:
         model = Project
-        fields = ["id", "name", "owner", "members"]
+        fields = ["id", "name", "owner", "members", "open_tasks"]
+
+    def get_open_tasks(self, project: Project) -> int:
+        # The viewset's queryset annotates it; a project just created was not read through it.
+        annotated = getattr(project, "open_tasks", None)
+        return int(annotated) if annotated is not None else project.tasks.filter(done=False).count()
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -55,7 +61,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = ["id", "project", "title", "done", "assignee"]
+        fields = ["id", "project", "title", "done", "assignee", "private"]
 
     def validate_project(self, project: Project) -> Project:
         # A task may only be filed under a project the requester can see.

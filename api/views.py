@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.staticfiles import finders
-from django.db.models import QuerySet
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
@@ -35,12 +36,24 @@ class UserViewSet(mixins.RetrieveModelMixin, mixins.UpdateModelMixin, mixins.Lis
         return Response(self.get_serializer(request.user).data)
 
 
+def with_open_tasks(projects: QuerySet[Project]) -> QuerySet[Project]:
+    """Annotate each project with ``open_tasks``: how many of its tasks are not done."""
+    counts = (
+        Task.objects.filter(project=OuterRef("pk"), done=False)
+        .order_by()
+        .values("project")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return projects.annotate(open_tasks=Coalesce(Subquery(counts, output_field=IntegerField()), 0))
+
+
 class ProjectViewSet(viewsets.ModelViewSet):
     serializer_class = ProjectSerializer
     permission_classes = [permissions.IsAuthenticated, IsOwnerOrReadOnly]
 
     def get_queryset(self) -> QuerySet[Project]:
-        return Project.objects.visible_to(self.request.user).prefetch_related("members")
+        return with_open_tasks(Project.objects.visible_to(self.request.user)).prefetch_related("members")
 
     def perform_create(self, serializer: Any) -> None:
         serializer.save(owner=self.request.user)

@@ -1,7 +1,7 @@
 """drf-live: push what your DRF API shows, over one WebSocket, when writes commit."""
 
 from .events import publish_changes, publish_event
-from .registration import Registration
+from .registration import Registration, Touch
 from .registry import Registry, register, site
 
-__all__ = ["Registration", "Registry", "publish_changes", "publish_event", "register", "site"]
+__all__ = ["Registration", "Registry", "Touch", "publish_changes", "publish_event", "register", "site"]

@@ -4,7 +4,11 @@ from django.utils.module_loading import autodiscover_modules
 
 class NotificationsConfig(AppConfig):
     name = "notifications"
+    # Not "notifications": django-notifications and others use that label, and
+    # a label is what names the app's tables and migrations.
+    label = "drf_live"
     verbose_name = "drf-live notifications"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)

@@ -5,47 +5,119 @@ from __future__ import annotations
 from typing import Any
 
 from django.core import checks
+from django.core.exceptions import FieldDoesNotExist
 
 from .registry import site
 
 
 @checks.register("drf_live")
 def check_registrations(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    from .models import LiveModel
-
     messages: list[checks.CheckMessage] = []
     for registration in site:
-        model = registration.model
-        label = model._meta.label
-        if not issubclass(model, LiveModel):
-            messages.append(
-                checks.Error(
-                    f"{label} is registered for notifications but does not inherit notifications.models.LiveModel.",
-                    hint="Add LiveModel to its bases so that its saves publish events.",
-                    obj=model,
-                    id="drf_live.E001",
-                )
+        messages.extend(_check(registration))
+    return messages
+
+
+def _check(registration: Any) -> list[checks.CheckMessage]:
+    from .models import LiveModel
+
+    model = registration.model
+    label = model._meta.label
+    messages: list[checks.CheckMessage] = []
+
+    def error(message: str, hint: str, id: str) -> None:
+        messages.append(checks.Error(f"{label}: {message}", hint=hint, obj=model, id=id))
+
+    def field(name: str) -> Any:
+        try:
+            return model._meta.get_field(name)
+        except FieldDoesNotExist:
+            return None
+
+    if not issubclass(model, LiveModel):
+        error(
+            "registered for notifications but does not inherit notifications.models.LiveModel.",
+            "Add LiveModel to its bases so that its saves are recorded.",
+            "drf_live.E001",
+        )
+    tracker = registration.get_tracker()
+    if tracker is None and registration.tracked_fields is None:
+        error(
+            "registered for notifications but has no FieldTracker.",
+            "Declare `tracker = FieldTracker(fields=[...])` with the fields whose change is pushed.",
+            "drf_live.E002",
+        )
+    for name in registration.m2m_fields:
+        found = field(name)
+        if found is None or not found.many_to_many:
+            error(
+                f"m2m_fields names {name!r}, which is not a many-to-many field.",
+                "List only ManyToManyFields of the model in m2m_fields.",
+                "drf_live.E003",
             )
-        if registration.get_tracker() is None and registration.tracked_fields is None:
-            messages.append(
-                checks.Error(
-                    f"{label} is registered for notifications but has no FieldTracker.",
-                    hint="Declare `tracker = FieldTracker(fields=[...])` with the fields whose change is pushed.",
-                    obj=model,
-                    id="drf_live.E002",
-                )
+    for name in registration.filter_fields:
+        found = field(name)
+        if found is None or not found.many_to_one:
+            error(
+                f"filter_fields names {name!r}, which is not a foreign key of the model.",
+                "Collections are filtered by foreign keys: list ForeignKey fields in filter_fields.",
+                "drf_live.E004",
             )
-        for name in registration.m2m_fields:
-            try:
-                field = model._meta.get_field(name)
-            except Exception:
-                field = None
-            if field is None or not field.many_to_many:
-                messages.append(
-                    checks.Error(
-                        f"{label}: m2m_fields names {name!r}, which is not a many-to-many field.",
-                        obj=model,
-                        id="drf_live.E003",
-                    )
+        elif site.get_for(found.related_model) is None:
+            error(
+                f"filter_fields names {name!r}, whose model {found.related_model._meta.label} is not registered.",
+                "Register the related model too: a collection is visible to whoever may see the object it names.",
+                "drf_live.E004",
+            )
+    for name in registration.access_fields:
+        if field(name) is None:
+            error(
+                f"access_fields names {name!r}, which is not a field of the model.",
+                "List the fields (foreign keys, many-to-many fields) whose change may change who sees an object.",
+                "drf_live.E005",
+            )
+    if registration.tracked_fields is not None:
+        tracked_by_tracker = set(tracker.fields) if tracker is not None else set()
+        for name in registration.tracked_fields:
+            if field(name) is None:
+                error(
+                    f"tracked_fields names {name!r}, which is not a field of the model.",
+                    "List model fields whose change should be pushed.",
+                    "drf_live.E006",
                 )
+            elif name not in tracked_by_tracker and name not in registration.m2m_fields:
+                error(
+                    f"tracked_fields names {name!r}, which its FieldTracker does not track: its changes go unseen.",
+                    f"Add {name!r} to the FieldTracker's fields (or to m2m_fields for a many-to-many field).",
+                    "drf_live.E006",
+                )
+    for touch in registration.touches:
+        found = field(touch.field)
+        if found is None or not (found.many_to_one or found.many_to_many):
+            error(
+                f"a Touch names {touch.field!r}, which is not a foreign key or many-to-many field.",
+                "A Touch follows a relation to the objects it touches.",
+                "drf_live.E007",
+            )
+            continue
+        if site.get_for(found.related_model) is None:
+            error(
+                f"a Touch follows {touch.field!r} to {found.related_model._meta.label}, which is not registered.",
+                "Register the touched model, or remove the Touch.",
+                "drf_live.E007",
+            )
+        tracked = set(registration.get_tracked_fields())
+        for name in touch.when:
+            if name not in tracked:
+                error(
+                    f"the Touch of {touch.field!r} waits for changes of {name!r}, which is not tracked.",
+                    "Name tracked fields in `when` (see tracked_fields and the FieldTracker).",
+                    "drf_live.E007",
+                )
+        if found.many_to_many and touch.field not in registration.m2m_fields:
+            error(
+                f"the Touch of the many-to-many field {touch.field!r} needs it in m2m_fields.",
+                f"Add {touch.field!r} to m2m_fields, so that its edits are seen.",
+                "drf_live.E007",
+            )
     return messages

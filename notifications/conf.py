@@ -47,9 +47,37 @@ DEFAULTS: dict[str, Any] = {
     # wait for it, or when no frame went out to it for SEND_TIMEOUT seconds.
     "SEND_QUEUE_LIMIT": 1000,
     "SEND_TIMEOUT": 10.0,
-    # Events waiting in one process's publisher before new ones are dropped
-    # (and the epoch rotated, so no client is told it recovered).
-    "PUBLISH_QUEUE_LIMIT": 10000,
+    # Seconds a user stays counted among a target's subscribers after their
+    # last socket left it: events are decided for them meanwhile, so a client
+    # that reconnects within this window recovers with `since`; later, it gets
+    # a fresh snapshot.
+    "RESUME_WINDOW": 120.0,
+    # The transactional outbox (see notifications/outbox.py). Seconds a row
+    # waits for its writing process before any sweeping process takes it; the
+    # lease a process holds on rows it is publishing; seconds between sweeps
+    # and rows taken per sweep; seconds before rows whose publishing failed
+    # (Redis down) are tried again.
+    "OUTBOX_GRACE": 1.0,
+    # Whether this process sweeps: None sweeps in every process that serves
+    # sockets (from its first connection on), True in every process that
+    # publishes, False never (a process of yours runs `manage.py drf_live_outbox
+    # --sweep` instead, say).
+    "OUTBOX_SWEEP": None,
+    "OUTBOX_LEASE": 60.0,
+    "OUTBOX_SWEEP_INTERVAL": 1.0,
+    "OUTBOX_SWEEP_BATCH": 500,
+    "OUTBOX_RETRY_DELAY": 1.0,
+    # Times a transaction's rows may fail to publish for a reason other than
+    # Redis or the database being unreachable (a bug, say) before they are
+    # dropped, logged, and their targets' epochs rotated.
+    "OUTBOX_MAX_ATTEMPTS": 5,
+    # Rows the outbox may hold (Redis down for long). Beyond it the oldest
+    # rows are dropped and every stream's epoch rotates once Redis is back, so
+    # that clients take fresh snapshots instead of recovering.
+    "OUTBOX_LIMIT": 100000,
+    # Seconds the relay may wait for, and hold, one stream while it decides an
+    # event (another process is deciding one for the same target).
+    "CLAIM_TIMEOUT": 10.0,
     # The edges (docs/security.md lists each with its close code) ------------
     # Budget of each action per socket, {"action": [rate per second, burst]},
     # merged over notifications.limits.DEFAULT_ACTION_BUDGETS (ping 2/20,

@@ -7,68 +7,44 @@ import logging
 import random
 import weakref
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 
-from . import frames, sessions
+from . import actions as viewset_actions
+from . import delivery, frames, sessions
 from .auth import authenticate_token, client_address, header
 from .conf import live_settings
-from .exceptions import Unavailable
+from .delivery import REVOKE, Subscription, Verdict
+from .exceptions import RequestError, Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
-from .limits import UNLIMITED, ActionBudgets, TokenBucket, auth_failures, sockets_per_user
+from .limits import ActionBudgets, TokenBucket, auth_failures, sockets_per_user
 from .outgoing import Outgoing
-from .publisher import publisher
-from .registration import Registration
+from .registration import default_host
 from .registry import Registry, site
-from .streams import get_store
-from .subscriptions import SubscriptionSerializer, TargetSerializer, error_code
-from .targets import Target, session_group, token_group, user_group
+from .relay import relay
+from .streams import Position, control_channel, get_store
+from .subscriptions import SubscriptionSerializer, TargetSerializer, ViewsetRequestSerializer, error_code
+from .targets import Target, session_group, token_group, user_group, user_key
 
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
 
 
-@dataclass(eq=False, slots=True)
-class Subscription:
-    """One target this socket receives, and the last seq it was sent.
-
-    ``pending`` holds the events that arrive while the snapshot is being taken;
-    they are sent after ``SUBSCRIBED``, those not already in the snapshot.
-    """
-
-    target: Target
-    group: str
-    audience: str
-    registration: Registration
-    seq: int = 0
-    pending: list[dict[str, Any]] | None = None
-
-
-class RequestError(Exception):
-    """A request that gets an ``ERROR`` reply."""
-
-    def __init__(self, code: frames.ErrorCode, detail: str | None = None, **extra: Any) -> None:
-        super().__init__(code)
-        self.code = code
-        self.detail = detail
-        self.extra = extra
-
-
 class NotificationConsumer(AsyncWebsocketConsumer):
     """Validates subscriptions with DRF serializers and forwards pre-encoded events.
 
-    The socket has no channel-layer channel of its own: it joins groups through
-    the process's ``Hub``, which receives each group's messages once and hands
-    them to ``hub_message`` of every local member. No input raises out of this
-    class: every frame gets a reply, and an error reply never closes the socket.
+    The socket has no channel of its own: it listens on its targets' stream
+    channels through the process's ``Hub``, which receives each message once and
+    hands it to ``hub_message`` of every local member. The relay decided who may
+    see each event and encoded its frames; the socket only applies the verdict
+    to its user (``delivery``). No input raises out of this class: every frame
+    gets a reply, and an error reply never closes the socket.
     """
 
     registry: Registry = site
@@ -79,6 +55,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         "unsubscribe": "unsubscribe",
         "authenticate": "authenticate",
         "ping": "ping",
+        # Answered by the registered viewset (notifications.actions), as the REST API answers.
+        "retrieve": "viewset_request",
+        "list": "viewset_request",
+        "create": "viewset_request",
+        "update": "viewset_request",
+        "partial_update": "viewset_request",
+        "destroy": "viewset_request",
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -90,13 +73,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.closed = False
         self.counted_user: Any = None
         # Every action's budget, subscribe's included, is checked in receive();
-        # subscribe() still takes from subscribe_bucket, which never runs dry.
         self.budgets = ActionBudgets()
-        self.subscribe_bucket: TokenBucket = UNLIMITED
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
         self.auth_failures = 0
         # Events held while access is being re-checked (None: none is).
-        self.held: list[dict[str, Any]] | None = None
+        self.held: list[tuple[str, dict[str, Any], int | None]] | None = None
         self.rechecks = 0
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -104,10 +85,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Like AsyncConsumer.__call__, but without a channel per socket: the hub
-        # brings group messages, so only the client's frames are awaited here.
+        # brings stream messages, so only the client's frames are awaited here.
         self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.hub: Hub = get_hub(self.channel_layer)
+        self.channel_layer = None
+        self.hub: Hub = get_hub()
         self.base_send = send
         self.out = Outgoing(
             send,
@@ -138,7 +119,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        publisher.bind(asyncio.get_running_loop())
+        # A server process publishes what other processes left in the outbox.
+        if live_settings.OUTBOX_SWEEP is None:
+            relay.start(sweep=True)
         await self.accept()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
@@ -218,10 +201,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         for key in self.credential_keys:
             self.hub.detach(key, self)
         self.credential_keys = []
-        groups = {subscription.group for subscription in self.subscriptions.values()}
+        subscriptions = list(self.subscriptions.values())
         self.subscriptions.clear()
-        for group in groups:
-            await self.hub.leave(group, self)
+        for subscription in subscriptions:
+            await self._leave(subscription)
 
     def _release(self) -> None:
         self.closed = True
@@ -273,6 +256,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             if not isinstance(action, str):
                 raise RequestError("invalid", "Say what to do in `action`.", fields=["action"])
             method = self.actions.get(action)
+            if method is None and any(action in registration.custom_actions for registration in self.registry):
+                method = "viewset_request"  # a registration's own action (its custom_actions)
             if method is None:
                 raise RequestError("unknown_action")
             if not self.budgets.take(action):
@@ -389,8 +374,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.end(CLOSE_NOT_AUTHENTICATED)
 
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
-        if not self.subscribe_bucket.take():
-            raise RequestError("throttled")
         data = await self.validate(SubscriptionSerializer, content)
         target: Target = data["target"]
         if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
@@ -399,71 +382,112 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
             )
         previous = self.subscriptions.pop(target.stream, None)
-        if previous is not None and previous.group != data["group"]:
-            await self.hub.leave(previous.group, self)
-        subscription = Subscription(target, data["group"], data["audience"], data["registration"], pending=[])
+        if previous is not None:
+            await self._leave(previous)
+        subscription = Subscription(target, data["registration"], user_key(self.user))
         self.subscriptions[target.stream] = subscription
+        tracked = False
         try:
-            # Join first, then read the position, then the snapshot: an event is
-            # either in the snapshot (seq <= position) or sent afterwards.
-            await self.hub.join(subscription.group, self)
-            await self.send_snapshot(subscription, data, request_id)
+            # Listen first, then register and read the position, then the
+            # snapshot: an event is either in the snapshot (seq <= position) or
+            # decided for this user and delivered afterwards.
+            await self.hub.join(target.stream, self)
+            position = await self._register(subscription)
+            self.hub.track(target.stream, subscription.user)
+            tracked = True
+            await self.send_snapshot(subscription, position, data, request_id)
         except Exception as exc:
-            # No SUBSCRIBED reply (the layer or store is down, the object vanished
-            # or was hidden since it was validated): no events either.
-            await self.drop(subscription)
+            # No SUBSCRIBED reply (the store is down, the object vanished or was
+            # hidden since it was validated): no events either.
+            await self.drop(subscription, tracked=tracked)
             if isinstance(exc, RequestError):
                 raise
             if not isinstance(exc, Unavailable):
                 logger.warning("Could not subscribe to %s", target.stream, exc_info=True)
             raise RequestError("unavailable") from None
         pending, subscription.pending = subscription.pending or [], None
-        for message in pending:
-            self.forward(subscription, message)
+        for message, prev in pending:
+            self.forward(subscription, message, prev)
 
-    async def send_snapshot(self, subscription: Subscription, data: dict[str, Any], request_id: Any) -> None:
-        store = get_store()
+    async def _register(self, subscription: Subscription) -> Position:
+        try:
+            return await get_store().register(subscription.target.stream, subscription.user)
+        except Exception as exc:
+            logger.warning(
+                "Stream store unavailable while subscribing to %s", subscription.target.stream, exc_info=True
+            )
+            raise Unavailable(str(exc)) from exc
+
+    async def send_snapshot(
+        self, subscription: Subscription, position: Position, data: dict[str, Any], request_id: Any
+    ) -> None:
         target = subscription.target
         meta = target.meta()
-        try:
-            if "since" in data:
-                replay = await store.replay(target.stream, data["since"], data["epoch"], subscription.audience)
-                if replay.frames is not None:
-                    subscription.seq = replay.position.seq
-                    reply = frames.reply(
-                        "SUBSCRIBED",
-                        None,
-                        request_id,
-                        **meta,
-                        seq=data["since"],
-                        epoch=replay.position.epoch,
-                        recovered=True,
-                    )
-                    await self.send_frame(reply)
-                    for _seq, text in replay.frames:
-                        self.send_text(text)
-                    return
-            position = await store.position(target.stream)
-        except Exception as exc:
-            logger.warning("Event store unavailable while subscribing to %s", target.stream, exc_info=True)
-            raise Unavailable(str(exc)) from exc
-        payload = await self.snapshot(subscription, data)
-        subscription.seq = position.seq
+        subscription.epoch = position.epoch
+        if "since" in data:
+            try:
+                replay = await get_store().replay(target.stream, data["since"], data["epoch"])
+            except Exception as exc:
+                logger.warning("Stream store unavailable while recovering %s", target.stream, exc_info=True)
+                raise Unavailable(str(exc)) from exc
+            subscription.sent = data["since"]
+            texts = (
+                delivery.replay(subscription, replay.earlier, replay.messages) if replay.messages is not None else None
+            )
+            if texts is not None:
+                subscription.seq = replay.position.seq
+                subscription.epoch = replay.position.epoch
+                if target.is_collection:
+                    # From now on, what the client holds is what the list shows now.
+                    _payload, subscription.members = await self.snapshot(subscription, data, members_only=True)
+                    subscription.complete = True
+                reply = frames.reply(
+                    "SUBSCRIBED",
+                    None,
+                    request_id,
+                    **meta,
+                    seq=data["since"],
+                    epoch=replay.position.epoch,
+                    recovered=True,
+                )
+                await self.send_frame(reply)
+                for text in texts:
+                    self.send_text(text)
+                return
+        payload, members = await self.snapshot(subscription, data)
+        subscription.seq = subscription.sent = position.seq
+        subscription.members = members
+        subscription.complete = True
         extra = {"recovered": False} if "since" in data else {}
         await self.send_frame(
             frames.reply("SUBSCRIBED", payload, request_id, **meta, seq=position.seq, epoch=position.epoch, **extra)
         )
 
     @database_sync_to_async
-    def snapshot(self, subscription: Subscription, data: dict[str, Any]) -> Any:
-        """The target's state as ``GET`` shows it to this user, read after the position."""
+    def snapshot(
+        self, subscription: Subscription, data: dict[str, Any], *, members_only: bool = False
+    ) -> tuple[Any, dict[str, bool] | None]:
+        """The target's state as ``GET`` shows it to this user, read after the position.
+
+        For a collection, also the ids of the members it shows (what the client
+        will hold), from the same queryset.
+        """
         registration = subscription.registration
         if subscription.target.is_collection:
-            return registration.serialize_collection(self.user, data["filter"], host=self.host)
+            queryset = registration.get_visible_collection(self.user, data["filter"], host=self.host)
+            if queryset is None:  # Hidden since it was validated.
+                raise RequestError("not_found")
+            members = {registration.wire_id(pk): True for pk in queryset.values_list("pk", flat=True)}
+            if members_only:
+                return None, members
+            # The REST API's list of the collection, paginated as the REST list is: the first page.
+            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
+            listed = viewset_actions.run(registration, "list", self.user, self.origin, lookups=lookups)
+            return listed.payload, members
         instance = registration.get_visible(self.user, data["instance"].pk, host=self.host)
         if instance is None:  # Deleted or hidden since it was validated.
             raise RequestError("not_found")
-        return registration.serialize(instance, self.user, host=self.host)
+        return registration.serialize(instance, self.user, host=self.host), None
 
     async def unsubscribe(self, content: dict[str, Any], request_id: Any) -> None:
         try:
@@ -479,17 +503,27 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.drop(subscription)
         await self.send_frame(frames.reply("UNSUBSCRIBED", None, request_id, **target.meta()))
 
-    async def drop(self, subscription: Subscription) -> None:
+    async def drop(self, subscription: Subscription, *, tracked: bool = True) -> None:
         if self.subscriptions.get(subscription.target.stream) is subscription:
             del self.subscriptions[subscription.target.stream]
-        await self.hub.leave(subscription.group, self)
+        await self._leave(subscription, tracked=tracked)
 
-    async def validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
-        return await self._validate(serializer_class, content)
+    async def _leave(self, subscription: Subscription, *, tracked: bool = True) -> None:
+        if tracked:
+            self.hub.untrack(subscription.target.stream, subscription.user)
+        if not any(other.target.stream == subscription.target.stream for other in self.subscriptions.values()):
+            await self.hub.leave(subscription.target.stream, self)
+
+    async def validate(
+        self, serializer_class: type[TargetSerializer], content: dict[str, Any], **context: Any
+    ) -> dict[str, Any]:
+        return await self._validate(serializer_class, content, context)
 
     @database_sync_to_async
-    def _validate(self, serializer_class: type[TargetSerializer], content: dict[str, Any]) -> dict[str, Any]:
-        context = {"registry": self.registry, "user": self.user, "host": self.host}
+    def _validate(
+        self, serializer_class: type[TargetSerializer], content: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        context = {"registry": self.registry, "user": self.user, "host": self.host, **extra}
         serializer = serializer_class(data=content, context=context)
         if not serializer.is_valid():
             code, fields = error_code(serializer.errors)
@@ -503,49 +537,141 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         value = header(self.scope, b"host")
         return value.rsplit(":", 1)[0] if value else None
 
-    # Group messages, from the hub -------------------------------------------
+    @property
+    def origin(self) -> viewset_actions.Origin:
+        """The host and scheme the client reached: links the viewset builds (pagination) are the REST API's."""
+        host = header(self.scope, b"host") or default_host()
+        return viewset_actions.Origin(host, secure=self.scope.get("scheme") == "wss")
 
-    def hub_message(self, group: str, message: dict[str, Any]) -> None:
-        """A message sent to one of this socket's groups; must not block."""
+    # Requests the viewset answers ----------------------------------------------------
+
+    async def viewset_request(self, content: dict[str, Any], request_id: Any) -> None:
+        action = content["action"]
+        registration = self.registry.get_by_label(content.get("model"))
+        if registration is None:
+            raise RequestError("not_found")
+        if action not in registration.socket_actions and action not in registration.custom_actions:
+            # Whatever the body: what a registration has not enabled does not run.
+            raise RequestError("not_allowed", f"{action} is not enabled for {registration.label}.")
+        data = await self.validate(ViewsetRequestSerializer, content, action=action, collection=action == "list")
+        held = data["target"].stream if action in ("list", "retrieve") else None
+        subscription = self.subscriptions.get(held) if held is not None else None
+        if subscription is not None and subscription.pending is not None:
+            subscription = None  # Still subscribing: its SUBSCRIBED will carry the seq.
+        meta = data["target"].meta() if action != "create" else {"model": registration.label}
+        if subscription is not None:
+            # A page of a collection (or an object) this socket holds is answered in its event
+            # stream, at its seq: the events that arrive meanwhile follow the reply, so a client
+            # applies the page, then only the events after it.
+            subscription.pending = []
+            # The seq of the last event the client was sent (events skipped since, as not
+            # its own, are nothing it waits for).
+            meta.update(seq=subscription.sent, epoch=subscription.epoch)
+        try:
+            reply = await self._run_viewset(registration, action, data)
+            if action == "list" and "page" in data:
+                meta["page"] = data["page"]
+            if action == "list" and content.get("query"):
+                meta["query"] = content["query"]
+            await self.send_frame(frames.reply(reply.type, reply.payload, request_id, **meta, **reply.meta))
+        finally:
+            if subscription is not None and subscription.pending is not None:
+                pending, subscription.pending = subscription.pending, None
+                for message, prev in pending:
+                    self.forward(subscription, message, prev)
+
+    @database_sync_to_async
+    def _run_viewset(self, registration: Any, action: str, data: dict[str, Any]) -> viewset_actions.Reply:
+        if action in registration.custom_actions:
+            return viewset_actions.call_custom(
+                registration, action, self.user, self.origin, pk=data.get("pk"), data=data.get("data")
+            )
+        return viewset_actions.run(
+            registration,
+            action,
+            self.user,
+            self.origin,
+            pk=data.get("pk"),
+            lookups=data.get("lookups"),
+            query=data.get("query"),
+            data=data.get("data"),
+        )
+
+    # Stream and control messages, from the hub ------------------------------------
+
+    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        """A message of one of this socket's channels; must not block."""
         if self.closed:
             return
-        kind = message.get("type")
-        if kind == "drf_live.event":
-            if self.held is not None:
-                self.held.append(message)
-            else:
-                self.take_event(message)
-        elif kind == "drf_live.recheck":
+        if channel == control_channel():
+            self.control(message)
+        elif self.held is not None:
             # Hold every event until the re-check is done, so that a socket that
             # lost access never sees the event of the write that took it away.
+            self.held.append((channel, message, prev))
+        else:
+            self.take_event(channel, message, prev)
+
+    def control(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "recheck":
             if self.held is None:
                 self.held = []
             self.rechecks += 1
             self.spawn(self.recheck(message.get("stream")))
-        elif kind == "drf_live.close":
+        elif kind == "close":
             self.spawn(self.end(int(message.get("code", CLOSE_NOT_AUTHENTICATED))))
+        elif kind == "rotate-all":
+            self.resync("every epoch rotated")
 
-    def hub_lost(self, group: str, error: BaseException) -> None:
-        """The channel layer (Redis) failed: close so that the client reconnects and recovers."""
-        logger.warning("Channel layer lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
+    def hub_lost(self, channel: str, error: BaseException) -> None:
+        """The store's connection (Redis) failed: close so that the client reconnects and recovers."""
+        logger.warning("Stream store lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
         self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
 
-    def take_event(self, message: dict[str, Any]) -> None:
-        """An event for one of this socket's targets: forwarded if it is still subscribed."""
-        subscription = self.subscriptions.get(message.get("stream", ""))
-        if subscription is not None:
-            self.forward(subscription, message)
+    def resync(self, reason: str) -> None:
+        """This socket cannot vouch for what its client holds: close it so that the client recovers."""
+        logger.info("Closing a socket with %s so that it recovers: %s", CloseCode.LAYER_LOST, reason)
+        self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
 
-    def forward(self, subscription: Subscription, message: dict[str, Any]) -> None:
-        """Send an event once, in seq order, unless the snapshot already holds it."""
+    def take_event(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        """A message for one of this socket's targets: forwarded if it is still subscribed."""
+        subscription = self.subscriptions.get(channel)
+        if subscription is not None:
+            self.forward(subscription, message, prev)
+
+    def forward(self, subscription: Subscription, message: dict[str, Any], prev: int | None) -> None:
+        """Apply the relay's verdict for this socket's user, once, in seq order."""
         if subscription.pending is not None:
-            subscription.pending.append(message)
+            subscription.pending.append((message, prev))
             return
-        seq = message["seq"]
-        if seq <= subscription.seq:
+        seq = message.get("seq")
+        if isinstance(seq, int):
+            if message.get("epoch") != subscription.epoch:
+                # The stream started a new history (its keys expired, Redis lost them): the seqs
+                # start again, and what the client holds can no longer be vouched for.
+                self.resync(f"{subscription.target.stream}: epoch {message.get('epoch')}")
+                return
+            if seq <= subscription.seq:
+                return  # In the snapshot, or a repeat.
+            if seq > max(subscription.seq, prev or 0) + 1:
+                # The process never received an event between the snapshot and this one.
+                self.resync(f"{subscription.target.stream}: event {seq} after {subscription.seq}")
+                return
+            subscription.seq = seq
+        result = delivery.outcome(subscription, message)
+        if result is REVOKE:
+            self.spawn(self.revoke(subscription))
+        elif isinstance(result, Verdict):
+            self.resync(f"{subscription.target.stream}: {message.get('type') or message.get('kind')}")
+        elif result is not None and isinstance(seq, int):
+            self.send_text(delivery.text(subscription, result, seq))
+
+    async def revoke(self, subscription: Subscription) -> None:
+        if self.subscriptions.get(subscription.target.stream) is not subscription:
             return
-        subscription.seq = seq
-        self.send_text(message["text"])
+        await self.drop(subscription)
+        await self.send_frame(frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked"))
 
     async def recheck(self, stream: str | None) -> None:
         """A write may have changed who sees ``stream`` (or, without one, anything)."""
@@ -556,16 +682,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 subscriptions = list(self.subscriptions.values())
             lost = await self.lost_access(subscriptions) if subscriptions else []
             for subscription in lost:
-                await self.drop(subscription)
-                await self.send_frame(
-                    frames.reply("UNSUBSCRIBED", None, **subscription.target.meta(), reason="revoked")
-                )
+                await self.revoke(subscription)
         finally:
             self.rechecks -= 1
             if self.rechecks == 0 and self.held is not None:
                 held, self.held = self.held, None
-                for message in held:
-                    self.take_event(message)
+                for channel, message, prev in held:
+                    self.take_event(channel, message, prev)
 
     @database_sync_to_async
     def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:

@@ -1,18 +1,19 @@
-"""Per-process fan-out: one channel-layer channel per group, whatever the number of local sockets.
+"""Per-process fan-out: one subscription to a stream's channel, whatever the number of local sockets.
 
-With plain Channels, every socket has its own channel and joins groups with it,
-so an event to a group with 1,000 subscribers is 1,000 channel-layer messages
-(each a Redis round trip with channels_redis) and 1,000 dispatches through the
-consumer. Here each server process joins a group once, with a channel of its
-own, as soon as one of its sockets subscribes; an event reaches the process
-once and is handed to every local member. Anything sent with
-``channel_layer.group_send`` to a drf-live group still reaches its subscribers,
-because the group's members are ordinary channels of the layer.
+Each server process listens once on the channel of every target one of its
+sockets holds (a Redis ``SUBSCRIBE`` on one connection per event loop, see
+``streams.Listener``); an event reaches the process once and is handed to every
+local member, which picks its frame (the relay encoded one per audience). The
+hub also remembers the last seq it saw per channel, so that a member can tell
+an event it was not meant to see from one the process never received.
 
 Messages about credentials and users (close the sockets of a revoked token,
-re-check the access of a removed member) go to one control group that every
-process joins once; each names the local keys it is for in ``"to"``, and the
-hub hands it to the sockets registered under those keys (``attach``).
+re-check the access of a removed member) come on one control channel that every
+process listens on; each names the local keys it is for in ``"to"``, and the hub
+hands it to the sockets attached under those keys (``attach``).
+
+The hub also keeps each local (stream, user) registration alive in the store:
+the relay decides events only for registered users.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from channels.layers import get_channel_layer
+from .conf import live_settings
+from .streams import Listener, StreamStore, control_channel, get_store
 
 logger = logging.getLogger("notifications.hub")
 
@@ -31,43 +34,87 @@ logger = logging.getLogger("notifications.hub")
 class Member(Protocol):
     """What the hub delivers to: a socket's consumer."""
 
-    def hub_message(self, group: str, message: dict[str, Any]) -> None:
-        """Handle one message sent to ``group``; must not block (called for every member in turn)."""
+    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        """Handle one message of ``channel``; ``prev`` is the seq the process saw last on it (None: none yet).
 
-    def hub_lost(self, group: str, error: BaseException) -> None:
-        """The channel layer failed: no more messages will come for ``group``."""
+        Must not block: it is called for every member in turn.
+        """
+
+    def hub_lost(self, channel: str, error: BaseException) -> None:
+        """The store's connection failed: no more messages will come for ``channel``."""
 
 
 @dataclass(eq=False)
 class _Group:
-    name: str
+    channel: str
     members: set[Member] = field(default_factory=set)
-    channel: str | None = None
-    pump: asyncio.Task[None] | None = None
+    last_seq: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
 
 
-def control_group() -> str:
-    """The group every server process joins once, for messages addressed by key."""
-    from .conf import live_settings
-
-    return f"{live_settings.PREFIX}.control"
-
-
 class Hub:
-    """The groups this process's sockets are in, on one event loop and channel layer."""
+    """The channels this process's sockets listen on, on one event loop and one store."""
 
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
+    def __init__(self, store: StreamStore) -> None:
+        self.store = store
+        self.listener: Listener = store.listener(self)
         self.groups: dict[str, _Group] = {}
         self.keys: dict[str, set[Member]] = {}
+        self.registered: Counter[tuple[str, str]] = Counter()
         self.refresher: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    # Channels -------------------------------------------------------------------
+
+    async def join(self, channel: str, member: Member) -> None:
+        """Add ``member`` to ``channel``; returns once messages published afterwards reach it."""
+        entry = self.groups.get(channel)
+        if entry is None:
+            entry = self.groups[channel] = _Group(channel)
+            entry.members.add(member)
+            try:
+                await self.listener.add(channel)
+            except BaseException as exc:
+                entry.error = exc
+                entry.ready.set()
+                if self.groups.get(channel) is entry:
+                    del self.groups[channel]
+                raise
+            entry.ready.set()
+            if not entry.members and self.groups.get(channel) is entry:
+                await self.leave(channel, member)  # Its only member left while it joined.
+            return
+        entry.members.add(member)
+        await entry.ready.wait()
+        if entry.error is not None:
+            entry.members.discard(member)
+            raise entry.error
+
+    async def leave(self, channel: str, member: Member) -> None:
+        """Remove ``member``; the process stops listening with its last local member."""
+        entry = self.groups.get(channel)
+        if entry is None:
+            return
+        entry.members.discard(member)
+        if entry.members or not entry.ready.is_set() or channel == control_channel():
+            return
+        del self.groups[channel]
+        try:
+            await self.listener.remove(channel)
+        except Exception:  # noqa: BLE001 - a dead connection listens to nothing anyway
+            logger.debug("Could not stop listening on %s", channel, exc_info=True)
+
+    def members(self, channel: str) -> set[Member]:
+        entry = self.groups.get(channel)
+        return set(entry.members) if entry is not None else set()
+
+    # Keys (the control channel) ----------------------------------------------------
 
     async def attach(self, key: str, member: Member) -> None:
-        """Let control messages addressed to ``key`` reach ``member`` (joins the control group once)."""
+        """Let control messages addressed to ``key`` reach ``member`` (listens on the control channel once)."""
         self.keys.setdefault(key, set()).add(member)
-        await self.join(control_group(), self)
+        await self.join(control_channel(), _CONTROL)
 
     def detach(self, key: str, member: Member) -> None:
         members = self.keys.get(key)
@@ -76,138 +123,115 @@ class Hub:
             if not members:
                 del self.keys[key]
 
-    # The hub is the control group's one member: it routes by key.
-    def hub_message(self, group: str, message: dict[str, Any]) -> None:
-        for key in message.get("to", ()):
-            for member in list(self.keys.get(key, ())):
-                member.hub_message(key, message)
+    # Registrations in the store -----------------------------------------------------
 
-    def hub_lost(self, group: str, error: BaseException) -> None:
-        for members in list(self.keys.values()):
-            for member in list(members):
-                member.hub_lost(group, error)
-        self.keys.clear()
+    def track(self, stream: str, user: str) -> None:
+        """A local socket subscribed to ``stream`` as ``user`` (already registered in the store)."""
+        self.registered[(stream, user)] += 1
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh())
 
-    def members(self, group: str) -> set[Member]:
-        entry = self.groups.get(group)
-        return set(entry.members) if entry is not None else set()
+    def untrack(self, stream: str, user: str) -> None:
+        """That socket left: with the user's last local socket, the registration starts to run out."""
+        pair = (stream, user)
+        self.registered[pair] -= 1
+        if self.registered[pair] <= 0:
+            del self.registered[pair]
+            self._spawn(self._unregister(stream, user))
 
-    async def join(self, group: str, member: Member) -> None:
-        """Add ``member`` to ``group``; returns once the layer sends the group's messages here."""
-        entry = self.groups.get(group)
-        if entry is None:
-            entry = self.groups[group] = _Group(group)
-            entry.members.add(member)
-            try:
-                entry.channel = await self.layer.new_channel()
-                await self.layer.group_add(group, entry.channel)
-            except BaseException as exc:
-                entry.error = exc
-                entry.ready.set()
-                if self.groups.get(group) is entry:
-                    del self.groups[group]
-                raise
-            entry.pump = asyncio.get_running_loop().create_task(self._pump(entry))
-            entry.ready.set()
-            if self.refresher is None or self.refresher.done():
-                self.refresher = asyncio.get_running_loop().create_task(self._refresh())
-            return
-        entry.members.add(member)
-        await entry.ready.wait()
-        if entry.error is not None:
-            entry.members.discard(member)
-            raise entry.error
-
-    async def leave(self, group: str, member: Member) -> None:
-        """Remove ``member``; the process leaves the group with its last local member."""
-        entry = self.groups.get(group)
-        if entry is None:
-            return
-        entry.members.discard(member)
-        if entry.members or not entry.ready.is_set():
-            return
-        del self.groups[group]
-        await self._close(entry)
-
-    async def _close(self, entry: _Group) -> None:
-        if entry.pump is not None:
-            entry.pump.cancel()
-        if entry.channel is not None and entry.error is None:
-            try:
-                await self.layer.group_discard(entry.name, entry.channel)
-            except Exception:  # noqa: BLE001 - the layer is gone; the membership expires.
-                logger.warning("Could not leave group %s", entry.name, exc_info=True)
-
-    async def _pump(self, entry: _Group) -> None:
-        assert entry.channel is not None
-        while True:
-            try:
-                message = await self.layer.receive(entry.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._lost(exc)
-                return
-            for member in list(entry.members):
-                try:
-                    member.hub_message(entry.name, message)
-                except Exception:
-                    logger.exception("A member failed to take a message for %s", entry.name)
-
-    def refresh_interval(self) -> float:
-        """Seconds between re-adds: a quarter of the layer's ``group_expiry``."""
-        expiry = getattr(self.layer, "group_expiry", None) or 86400
-        return max(float(expiry) / 4, 0.05)
+    async def _unregister(self, stream: str, user: str) -> None:
+        try:
+            await self.store.unregister(stream, user)
+        except Exception:  # noqa: BLE001 - it runs out by itself
+            logger.debug("Could not unregister %s from %s", user, stream, exc_info=True)
 
     async def _refresh(self) -> None:
-        """Re-add every group this process is in, well before the layer expires the membership.
+        """Renew every local registration well before it runs out (``RESUME_WINDOW``)."""
+        while self.registered:
+            await asyncio.sleep(max(float(live_settings.RESUME_WINDOW) / 4, 0.05))
+            try:
+                await self.store.refresh(list(self.registered))
+            except Exception:  # noqa: BLE001 - tried again next time; a dead store closes the sockets
+                logger.warning("Could not renew the registrations of this process", exc_info=True)
 
-        Both channels_redis and the in-memory layer drop a group member
-        ``group_expiry`` seconds (a day by default) after it was added, and a
-        process may stay in a popular group for longer than that while sockets
-        come and go. Re-adding only renews the membership's time.
-        """
-        while self.groups:
-            await asyncio.sleep(self.refresh_interval())
-            for entry in list(self.groups.values()):
-                if entry.channel is None or entry.error is not None or self.groups.get(entry.name) is not entry:
-                    continue
-                try:
-                    await self.layer.group_add(entry.name, entry.channel)
-                except Exception:  # noqa: BLE001 - retried at the next interval; a dead layer ends the pumps
-                    logger.warning("Could not renew the membership of group %s", entry.name, exc_info=True)
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    def _lost(self, error: BaseException) -> None:
-        """The layer failed: forget every group and tell every member.
+    # From the listener -------------------------------------------------------------------
 
-        One failing receive means the layer's server (Redis) is gone for all of
-        this process's groups, though with channels_redis only the receive that
-        was reading at the time sees the error. Members close with 4031 and
-        their clients reconnect; a later join reaches the layer afresh (and
-        fails while it is still down).
+    def deliver(self, channel: str, message: dict[str, Any]) -> None:
+        if channel == control_channel():
+            self._control(message)
+            return
+        entry = self.groups.get(channel)
+        if entry is None:
+            return
+        prev = entry.last_seq
+        seq = message.get("seq")
+        if isinstance(seq, int):
+            entry.last_seq = seq if prev is None else max(prev, seq)
+        for member in list(entry.members):
+            try:
+                member.hub_message(channel, message, prev)
+            except Exception:
+                logger.exception("A socket failed to take a message of %s", channel)
+
+    def _control(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "rotate-all":
+            targets: set[Member] = {member for entry in self.groups.values() for member in entry.members}
+        else:
+            targets = {member for key in message.get("to", ()) for member in self.keys.get(key, ())}
+        for member in targets:
+            if member is _CONTROL:
+                continue
+            try:
+                member.hub_message(control_channel(), message, None)
+            except Exception:
+                logger.exception("A socket failed to take a control message")
+
+    def lost(self, error: BaseException) -> None:
+        """The store's connection failed: forget every channel and tell every member.
+
+        Members close with 4031 and their clients reconnect and recover; a later
+        join connects afresh (and fails while the store is still down).
         """
         entries = list(self.groups.values())
         self.groups.clear()
-        current = asyncio.current_task()
-        for entry in entries:
-            entry.error = error
-            if entry.pump is not None and entry.pump is not current:
-                entry.pump.cancel()
-            for member in list(entry.members):
-                member.hub_lost(entry.name, error)
-            entry.members.clear()
+        self.listener = self.store.listener(self)
+        members = {member for entry in entries for member in entry.members}
+        members.update(member for group in self.keys.values() for member in group)
+        self.keys.clear()
+        for member in members:
+            if member is _CONTROL:
+                continue
+            try:
+                member.hub_lost("*", error)
+            except Exception:
+                logger.exception("A socket failed to take the loss of the store")
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, Hub]] = weakref.WeakKeyDictionary()
+class _ControlMember:
+    """Stands for the control channel's subscription (the hub routes its messages by key)."""
+
+    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+        return None
+
+    def hub_lost(self, channel: str, error: BaseException) -> None:
+        return None
 
 
-def get_hub(layer: Any = None) -> Hub:
-    """The hub of the running event loop for ``layer`` (the default channel layer)."""
-    layer = layer if layer is not None else get_channel_layer()
-    if layer is None:
-        raise RuntimeError("drf-live needs a channel layer: configure CHANNEL_LAYERS.")
-    hubs = _hubs.setdefault(asyncio.get_running_loop(), {})
-    hub = hubs.get(id(layer))
-    if hub is None or hub.layer is not layer:
-        hub = hubs[id(layer)] = Hub(layer)
+_CONTROL = _ControlMember()
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop, on the process's stream store."""
+    store = get_store()
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.store is not store:
+        hub = _hubs[loop] = Hub(store)
     return hub

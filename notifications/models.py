@@ -1,23 +1,24 @@
-"""The model mixin that turns committed writes into events."""
+"""The model mixin that records committed writes, and the outbox they are recorded in."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, router, transaction
 
-from . import outbox
 from .registry import site
 
 
 class LiveModel(models.Model):
-    """Publishes ``UPDATE_*`` after a save that changed a tracked field, once committed.
+    """Records a change in the outbox when a save changes a tracked field.
 
     The model declares a django-model-utils ``FieldTracker``; the tracker is
-    read before the save, because it resets once the row is written. Deletes,
-    including cascades and ``QuerySet.delete()``, are published by a
-    ``post_delete`` receiver (see ``receivers``); bulk writes that send no
-    signals are published with ``notifications.publish_changes()``.
+    read before the save, because it resets once the row is written. The row
+    and its outbox entry are written in one transaction, so an event is
+    published exactly when the write commits. Deletes, including cascades and
+    ``QuerySet.delete()``, are recorded by a ``post_delete`` receiver (see
+    ``receivers``); bulk writes that send no signals are recorded with
+    ``notifications.publish_changes()``.
     """
 
     class Meta:
@@ -28,16 +29,40 @@ class LiveModel(models.Model):
         if registration is None:
             super().save(*args, **kwargs)
             return
-        adding = self._state.adding
-        changed = registration.get_tracked_fields() if adding else registration.changed_fields(self)
-        previous = None if adding else registration.previous_filter_values(self)
-        revoked = [] if adding else registration.revoked_users(self)
-        update_fields = kwargs.get("update_fields")
-        if update_fields is not None and not adding:
-            changed = [name for name in changed if name in set(update_fields)]
-        super().save(*args, **kwargs)
-        if adding or changed:
-            kind = "create" if adding else "update"
-            outbox.record(
-                registration, self, kind, changed, previous=previous, revoked_users=revoked, using=self._state.db
-            )
+        from . import changes
+
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        before = changes.Before.of(registration, self, kwargs.get("update_fields"))
+        with transaction.atomic(using=using, savepoint=False):
+            super().save(*args, **kwargs)
+            if before.adding or before.changed:
+                changes.record_save(registration, self, before, using=using)
+
+
+class OutboxEntry(models.Model):
+    """One change, recorded in the writer's transaction and deleted once published.
+
+    The writing process publishes its own entries right after the commit; any
+    entry left behind (the writer died, Redis was down, publishing failed) is
+    published by a running server process's sweep. ``txn`` groups the entries
+    of one transaction, whose changes to one object are merged into one event.
+    """
+
+    txn = models.CharField(max_length=32, db_index=True)
+    created = models.FloatField(db_index=True, help_text="time.time() when recorded")
+    lease_until = models.FloatField(null=True, blank=True, db_index=True)
+    owner = models.CharField(max_length=32, blank=True, default="")
+    kind = models.CharField(max_length=16, db_index=True)
+    model = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=100, blank=True, default="")
+    data = models.JSONField(default=dict)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="how many times it was claimed")
+
+    class Meta:
+        db_table = "drf_live_outbox"
+        ordering = ["id"]
+        verbose_name = "outbox entry"
+        verbose_name_plural = "outbox entries"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.model} {self.object_id}".strip()

@@ -1,114 +1,113 @@
-"""Collects a transaction's changes and publishes them once it commits.
+"""The transactional outbox: changes written with the data, claimed and deleted by the relay.
 
-A rolled-back transaction publishes nothing, and several saves of one row in
-one transaction publish one event with the final state.
+Rows are appended in the writer's transaction (``changes``), so they exist
+exactly when the write committed. The writing process claims its own
+transaction's rows right after the commit; a row nobody claimed within
+``OUTBOX_GRACE`` seconds, or whose lease ran out (its claimer died or failed),
+is claimed by any process that sweeps. A claim is a lease, not a lock: on
+PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` keeps two sweepers off the
+same rows, and a row is deleted only once published.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import connections, router, transaction
+from django.db.models import F, Min, Q
 
-from .publisher import publisher
+from .models import OutboxEntry
 
-if TYPE_CHECKING:
-    from django.db import models
-
-    from .registration import Registration
-
-logger = logging.getLogger("notifications.outbox")
+#: The kind of the row that marks dropped rows: every epoch must rotate before anything newer goes out.
+LOST = "lost"
 
 
-@dataclass
-class Change:
-    """What one transaction did to one object, merged over all its writes."""
-
-    registration: Registration
-    instance: models.Model | None
-    wire_id: str
-    kind: str | None  # "create", "update", "delete", or None when created then deleted
-    changed: list[str] = field(default_factory=list)
-    previous: dict[str, str | None] | None = None
-    revoked_users: set[Any] = field(default_factory=set)
-    published: bool = False
-
-    def merge(
-        self, kind: str, instance: models.Model | None, changed: list[str], previous: dict[str, str | None] | None
-    ) -> None:
-        # The filter values the object had when the transaction began are the
-        # ones its collections' subscribers last saw.
-        for name, value in (previous or {}).items():
-            self.previous = self.previous or {}
-            self.previous.setdefault(name, value)
-        if kind == "delete":
-            self.kind = None if self.kind == "create" else "delete"
-        elif self.kind is None or self.kind == "delete":
-            self.kind = kind
-        if instance is not None:
-            self.instance = instance
-        self.changed.extend(name for name in changed if name not in self.changed)
-
-    def publish(self) -> None:
-        if self.published or self.kind is None:
-            return
-        self.published = True
-        publisher.publish(
-            self.registration.get_deliveries(
-                self.instance, self.wire_id, self.kind, self.changed, self.previous, self.revoked_users
-            )
-        )
+def append(using: str, token: str, kind: str, model: str, object_id: str, data: dict[str, Any]) -> None:
+    OutboxEntry.objects.using(using).create(
+        txn=token, created=time.time(), kind=kind, model=model, object_id=object_id, data=data
+    )
 
 
-def record(
-    registration: Registration,
-    instance: models.Model | None,
-    kind: str,
-    changed: list[str],
-    *,
-    wire_id: str | None = None,
-    previous: dict[str, str | None] | None = None,
-    revoked_users: Iterable[Any] = (),
-    using: str | None = None,
-) -> None:
-    """Publish ``kind`` for ``instance`` when the current transaction commits."""
-    using = using or DEFAULT_DB_ALIAS
-    wire_id = wire_id if wire_id is not None else registration.wire_id(instance)
-    connection = transaction.get_connection(using)
-    if not connection.in_atomic_block:
-        _publish_safely(Change(registration, instance, wire_id, kind, list(changed), previous, set(revoked_users)))
-        return
-    pending: dict[tuple[str, str], Change] = connection.__dict__.setdefault("_drf_live_pending", {})
-    if not connection.run_on_commit:
-        # No callback is waiting, so whatever is here belongs to a transaction
-        # that ended (or a savepoint that rolled back): start afresh.
-        pending.clear()
-    key = (registration.label, wire_id)
-    change = pending.get(key)
-    if change is None or change.published:
-        change = pending[key] = Change(registration, instance, wire_id, kind, list(changed), previous)
-    else:
-        change.merge(kind, instance, changed, previous)
-    change.revoked_users.update(revoked_users)
-    # One callback per write, all bound to the same Change: the first that
-    # survives (its savepoint was not rolled back) publishes the merged change.
-    transaction.on_commit(partial(_on_commit, pending, key, change), using=using)
+def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
+    """The unclaimed rows of one committed transaction, now leased to ``owner``."""
+    entries = OutboxEntry.objects.using(using)
+    claimed = entries.filter(txn=token, lease_until__isnull=True).update(
+        lease_until=time.time() + lease, owner=owner, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        return []
+    return list(entries.filter(txn=token, owner=owner).order_by("id"))
 
 
-def _on_commit(pending: dict[tuple[str, str], Change], key: tuple[str, str], change: Change) -> None:
-    if pending.get(key) is change:
-        del pending[key]
-    _publish_safely(change)
+def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:
+    """Whole transactions nobody is publishing (about ``limit`` rows' worth), now leased to ``owner``.
+
+    A transaction is taken when one of its rows waited ``grace`` seconds, or a
+    lease on one ran out; then all of its rows are taken, so that its changes
+    still merge into one event per object.
+    """
+    now = time.time()
+    claimable = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    stale = Q(lease_until__isnull=True, created__lt=now - grace) | Q(lease_until__lt=now)
+    entries = OutboxEntry.objects.using(using).exclude(kind=LOST)
+    tokens = {txn for (txn,) in entries.filter(stale).order_by("id").values_list("txn")[:limit]}
+    if not tokens:
+        return []
+    with transaction.atomic(using=using):
+        rows = entries.filter(claimable, txn__in=tokens)
+        if connections[using].features.has_select_for_update_skip_locked:
+            # Another sweeper's claim in flight holds these rows: leave them to it.
+            rows = rows.select_for_update(skip_locked=True)
+        ids = list(rows.values_list("id", flat=True))
+        entries.filter(claimable, id__in=ids).update(lease_until=now + lease, owner=owner, attempts=F("attempts") + 1)
+    return list(entries.filter(id__in=ids, owner=owner).order_by("id"))
 
 
-def _publish_safely(change: Change) -> None:
-    # The write has committed; a failure to publish must not turn it into an error.
-    try:
-        change.publish()
-    except Exception:
-        publisher.stats.failed += 1
-        logger.exception("Could not publish a change of %s %s", change.registration.label, change.wire_id)
+def delete(using: str, ids: Sequence[int]) -> None:
+    """Forget published rows."""
+    OutboxEntry.objects.using(using).filter(id__in=list(ids)).delete()
+
+
+def retry_later(using: str, ids: Sequence[int], delay: float) -> None:
+    """Give rows back: any sweeper may claim them again after ``delay`` seconds."""
+    OutboxEntry.objects.using(using).filter(id__in=list(ids)).update(lease_until=time.time() + delay, owner="")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    rows: int
+    oldest_age: float | None
+
+
+def backlog(using: str) -> Backlog:
+    """How many rows wait, and the age in seconds of the oldest."""
+    entries = OutboxEntry.objects.using(using)
+    result = entries.aggregate(oldest=Min("created"))
+    oldest = result["oldest"]
+    return Backlog(entries.count(), None if oldest is None else max(time.time() - oldest, 0.0))
+
+
+def trim(using: str, limit: int) -> int:
+    """Keep at most ``limit`` rows: delete the oldest beyond it, and leave a ``LOST`` mark; how many went."""
+    entries = OutboxEntry.objects.using(using)
+    excess = entries.count() - limit
+    if excess <= 0:
+        return 0
+    with transaction.atomic(using=using):
+        ids = list(entries.exclude(kind=LOST).order_by("id").values_list("id", flat=True)[: excess + 1])
+        entries.filter(id__in=ids).delete()
+        entries.create(txn="lost", created=time.time(), kind=LOST, data={"dropped": len(ids)})
+    return len(ids)
+
+
+def losses(using: str) -> list[int]:
+    """The ids of ``LOST`` marks waiting to be settled."""
+    return list(OutboxEntry.objects.using(using).filter(kind=LOST).values_list("id", flat=True))
+
+
+def databases() -> list[str]:
+    """The databases that hold an outbox table (those the router lets the app migrate to)."""
+    return [alias for alias in connections if router.allow_migrate_model(alias, OutboxEntry)]

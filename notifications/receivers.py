@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.contrib.auth import user_logged_out
+from django.contrib.auth import get_user_model, user_logged_out
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
-from . import outbox, sessions
-from .hub import control_group
-from .publisher import publisher
+from . import changes, sessions
 from .registry import Registry
 from .targets import session_group, token_group, user_group
 
@@ -23,7 +22,17 @@ def connect(registry: Registry) -> None:
     """Connect receivers for every model registered in ``registry`` now."""
     for registration in registry:
         model = registration.model
+        pre_delete.connect(_deleting, sender=model, dispatch_uid=f"drf-live-deleting-{registration.label}")
         post_delete.connect(_deleted, sender=model, dispatch_uid=f"drf-live-delete-{registration.label}")
+        for field in model._meta.concrete_fields:
+            if field.many_to_one and _sets_on_delete(field):
+                # SET_NULL and friends update the rows with a bulk UPDATE that sends no signal.
+                pre_delete.connect(
+                    _nulling(registration, field.name),
+                    sender=field.related_model,
+                    weak=False,
+                    dispatch_uid=f"drf-live-nulling-{registration.label}-{field.name}",
+                )
         for name in registration.m2m_fields:
             m2m_changed.connect(
                 _m2m_changed,
@@ -33,12 +42,66 @@ def connect(registry: Registry) -> None:
     _connect_credentials()
 
 
+def _sets_on_delete(field: Any) -> bool:
+    """Whether deleting the related object rewrites this foreign key (SET_NULL, SET_DEFAULT, SET(...))."""
+    from django.db import models
+
+    on_delete = field.remote_field.on_delete
+    return on_delete in (models.SET_NULL, models.SET_DEFAULT) or hasattr(on_delete, "lazy_sub_objs")
+
+
+def _nulling(registration: Any, name: str) -> Any:
+    """A pre_delete receiver recording the rows whose ``name`` the delete is about to rewrite."""
+
+    def nulling(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+        if name not in registration.get_tracked_fields():
+            return
+        rows = registration.model._base_manager.using(using).filter(**{name: instance})
+        field = registration.model._meta.get_field(name)
+        user_valued = name in registration.access_fields and field.related_model is get_user_model()
+        for row in rows:
+            previous = {name: registration.filter_values(row).get(name)} if name in registration.filter_fields else {}
+            changes.record(
+                registration,
+                registration.wire_id(row),
+                "update",
+                changed=[name],
+                previous=previous,
+                current={**registration.filter_values(row), **({name: None} if previous else {})},
+                revoked=[instance.pk] if user_valued else [],
+                touched=registration.touched_by_save(row, [name], previous=False),
+                using=using,
+            )
+
+    return nulling
+
+
+def _deleting(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
+    from .registry import site
+
+    registration = site.get_for(sender)
+    if registration is not None and registration.touches:
+        # Many-to-many rows go before the object's post_delete: read them now.
+        instance.__dict__["_drf_live_touched"] = registration.touched_by_delete(instance)
+
+
 def _deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
     from .registry import site
 
     registration = site.get_for(sender)
-    if registration is not None:
-        outbox.record(registration, instance, "delete", [], using=using)
+    if registration is None:
+        return
+    touched = instance.__dict__.pop("_drf_live_touched", None)
+    if touched is None:
+        touched = registration.touched_by_delete(instance) if registration.touches else []
+    changes.record(
+        registration,
+        registration.wire_id(instance),
+        "delete",
+        current=registration.filter_values(instance),
+        touched=touched,
+        using=using,
+    )
 
 
 def _m2m_changed(
@@ -72,9 +135,17 @@ def _m2m_changed(
         if action == "pre_clear":
             cleared[sender] = list(getattr(instance, names[0]).values_list("pk", flat=True))
             return
-        removed = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
-        revoked = removed if action != "post_add" and _grants_access(registration, names) else []
-        outbox.record(registration, instance, "update", names, revoked_users=revoked, using=using)
+        pks = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
+        revoked = pks if action != "post_add" and _grants_access(registration, names) else []
+        changes.record(
+            registration,
+            registration.wire_id(instance),
+            "update",
+            changed=names,
+            revoked=revoked,
+            touched=[wire for name in names for wire in registration.touched_by_m2m(name, pks)],
+            using=using,
+        )
         return
     # user.projects.remove(project): the projects in pk_set (or all, for a clear) changed.
     manager = registration.model._default_manager.using(using)
@@ -83,8 +154,17 @@ def _m2m_changed(
         return
     pks = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
     revoked = [instance.pk] if action != "post_add" and _grants_access(registration, names) else []
-    for obj in manager.filter(pk__in=pks):
-        outbox.record(registration, obj, "update", names, revoked_users=revoked, using=using)
+    touched = [wire for name in names for wire in registration.touched_by_m2m(name, [instance.pk])]
+    for pk in pks:
+        changes.record(
+            registration,
+            registration.wire_id(pk),
+            "update",
+            changed=names,
+            revoked=revoked,
+            touched=touched,
+            using=using,
+        )
 
 
 def _grants_access(registration: Any, names: list[str]) -> bool:
@@ -129,26 +209,22 @@ def _connect_credentials() -> None:
     post_save.connect(_auth_hash_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="drf-live-user-auth-hash")
 
 
-def close_group(key: str, code: int = CLOSE_REVOKED) -> None:
-    """Close every socket attached under ``key`` with ``code`` (from sync code, after commit)."""
-    message = {"type": "drf_live.close", "code": code, "to": [key]}
-    publisher.submit(lambda: publisher.send_to_group(control_group(), message))
+def _close_on_commit(key: str, code: int = CLOSE_REVOKED, using: str | None = None) -> None:
+    """Close the sockets attached under ``key`` with ``code`` once the current transaction commits.
 
-
-def _close_on_commit(key: str) -> None:
-    """Close the sockets attached under ``key`` once the current transaction commits."""
-    from django.db import transaction
-
-    transaction.on_commit(lambda: close_group(key))
+    Recorded in the outbox like an event, so that a writer that dies right
+    after its commit still closes them (a sweeping process sends it).
+    """
+    changes.record_control("close", {"to": [key], "code": code}, using=using or DEFAULT_DB_ALIAS)
 
 
 def _user_saved(sender: type, instance: Any, **kwargs: Any) -> None:
     if kwargs.get("signal") is pre_delete or not instance.is_active:
-        _close_on_commit(user_group(instance.pk))
+        _close_on_commit(user_group(instance.pk), using=kwargs.get("using"))
 
 
 def _token_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
-    _close_on_commit(token_group(instance.key))
+    _close_on_commit(token_group(instance.key), using=kwargs.get("using"))
 
 
 def _logged_out(sender: type, request: Any, user: Any, **kwargs: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -12,15 +13,30 @@ from django.db import models
 from django.http import HttpRequest
 from rest_framework.request import Request
 
-from .publisher import Delivery, Recheck
-from .targets import Target, group_name, user_group
+from .targets import Target
 
 if TYPE_CHECKING:
     from rest_framework.viewsets import GenericViewSet
 
     from .registry import Registry
 
-EVENT_KINDS = ("create", "update", "delete")
+
+@dataclass(frozen=True)
+class Touch:
+    """A change of this model that changes what another registered model shows.
+
+    ``field`` is a foreign key or many-to-many field pointing at the touched
+    objects. Creating or deleting an object touches them, and so does a change
+    of any field named in ``when``; their subscribers then get an ``UPDATE_*``
+    read afresh through their viewset, with ``changed`` (fields the viewset
+    derives, such as an annotated count) in ``meta.changed``. With no
+    ``changed``, only who may see them is decided again (a user who no longer
+    shares a project with you, say).
+    """
+
+    field: str
+    when: Sequence[str] = ()
+    changed: Sequence[str] = ()
 
 
 class Registration:
@@ -49,6 +65,18 @@ class Registration:
     access_fields: Sequence[str] = ()
     #: The audiences a push is serialized for; see ``get_audience``.
     audiences: Sequence[str] = ("all",)
+    #: Other registered objects whose representation depends on this model (see ``Touch``).
+    touches: Sequence[Touch] = ()
+    #: Viewset actions a socket may request (``notifications.actions``). Reads are on;
+    #: add "create", "update", "partial_update", "destroy" to let sockets write
+    #: through the viewset, as the REST API does.
+    socket_actions: Sequence[str] = ("retrieve", "list")
+    #: Actions of your own: wire name -> name of a method of this registration that
+    #: takes a ``notifications.actions.SocketRequest`` and returns a payload or a ``Reply``.
+    custom_actions: dict[str, str] = {}
+    #: Whether a socket may subscribe to every object of the model it may see
+    #: (a subscription with neither ``id`` nor ``filter``).
+    allow_unfiltered: bool = True
 
     def __init__(self, model: type[models.Model], registry: Registry) -> None:
         self.model = model
@@ -72,10 +100,13 @@ class Registration:
         return f"{kind.upper()}_{self.model.__name__.upper()}"
 
     def get_tracked_fields(self) -> list[str]:
+        """The fields whose change is pushed, in the model's field order (the same in every process)."""
         if self.tracked_fields is not None:
             return list(self.tracked_fields)
         tracker = self.get_tracker()
-        fields = list(tracker.fields) if tracker is not None else []
+        tracked = set(tracker.fields) if tracker is not None else set()
+        order = [field.name for field in self.model._meta.get_fields()]
+        fields = sorted(tracked, key=lambda name: order.index(name) if name in order else len(order))
         return fields + [name for name in self.m2m_fields if name not in fields]
 
     def get_tracker(self) -> Any:
@@ -97,89 +128,6 @@ class Registration:
             return []
         tracked = self.get_tracked_fields()
         return [name for name in getattr(instance, tracker.name).changed() if name in tracked]
-
-    def get_deliveries(
-        self,
-        instance: models.Model | None,
-        wire_id: str,
-        kind: str,
-        changed: list[str],
-        previous: dict[str, str | None] | None = None,
-        revoked_users: Iterable[Any] = (),
-    ) -> list[Delivery | Recheck]:
-        """What one committed change sends, to which targets; called once per change.
-
-        An update or a delete goes to the object's subscribers; a create, an
-        update or a delete also goes to the collections the object enters,
-        stays in or leaves (``previous`` holds its filter values before the
-        transaction). Payloads are serialized here, once per audience, never
-        once per subscriber.
-        """
-        target = Target(self.label, id=wire_id)
-        rechecks = self.get_rechecks(target, kind, changed, revoked_users)
-        before = self._collections({**self.filter_values(instance), **(previous or {})}) if instance is not None else []
-        if kind == "delete":
-            gone = {audience: {"id": wire_id} for audience in self.audiences}
-            delete_type = self.get_event_type("delete")
-            return (
-                rechecks
-                + [Delivery(target, delete_type, gone)]
-                + [
-                    Delivery(Target.collection(self.label, filter), delete_type, gone, {"id": wire_id})
-                    for filter in before
-                ]
-            )
-        if instance is None:
-            return []
-        payloads = self.serialize_audiences(instance)
-        deliveries: list[Delivery | Recheck] = list(rechecks)
-        if kind == "update":
-            deliveries.append(Delivery(target, self.get_event_type("update"), payloads, {"changed": list(changed)}))
-        else:
-            before = []
-        after = self._collections(self.filter_values(instance))
-        gone = {audience: {"id": wire_id} for audience in self.audiences}
-        for filter in before:
-            if filter not in after:
-                deliveries.append(
-                    Delivery(
-                        Target.collection(self.label, filter), self.get_event_type("delete"), gone, {"id": wire_id}
-                    )
-                )
-        for filter in after:
-            if filter in before:
-                meta = {"id": wire_id, "changed": list(changed)}
-                deliveries.append(
-                    Delivery(Target.collection(self.label, filter), self.get_event_type("update"), payloads, meta)
-                )
-            else:
-                deliveries.append(
-                    Delivery(
-                        Target.collection(self.label, filter), self.get_event_type("create"), payloads, {"id": wire_id}
-                    )
-                )
-        return deliveries
-
-    def get_rechecks(
-        self, target: Target, kind: str, changed: list[str], revoked_users: Iterable[Any]
-    ) -> list[Recheck]:
-        """Who must re-check access before this change's events: nobody unless an access field changed."""
-        rechecks = []
-        users = sorted({str(pk) for pk in revoked_users})
-        if users:
-            rechecks.append(Recheck(keys=[user_group(pk) for pk in users]))
-        # A user-valued access field (owner, members) says exactly who may have
-        # lost access: those users (above). Any other one (a task's project) may
-        # hide the object from any of its subscribers.
-        user_model = get_user_model()
-        if kind == "update" and any(
-            name in self.access_fields and self.model._meta.get_field(name).related_model is not user_model
-            for name in changed
-        ):
-            rechecks.append(
-                Recheck([group_name(target, audience) for audience in self.audiences], stream=target.stream)
-            )
-        return rechecks
 
     def revoked_users(self, instance: models.Model) -> list[Any]:
         """Users a save takes out of a user-valued access field (a changed owner, say)."""
@@ -245,10 +193,10 @@ class Registration:
             return None
         return self.registry.get_for(related_model)
 
-    def _collections(self, values: dict[str, str | None]) -> list[dict[str, str]]:
-        """Every filter (one per non-empty set of filter fields) whose collection holds these values."""
+    def collections_of(self, values: dict[str, str | None]) -> list[dict[str, str]]:
+        """Every filter (one per set of filter fields, the empty one too) whose collection holds these values."""
         names = sorted(name for name, value in values.items() if value is not None)
-        filters = []
+        filters: list[dict[str, str]] = [{}] if self.allow_unfiltered else []
         for mask in range(1, 1 << len(names)):
             filters.append({name: str(values[name]) for bit, name in enumerate(names) if mask & (1 << bit)})
         return filters
@@ -259,6 +207,18 @@ class Registration:
         A collection is visible when the user may ``GET`` each object its filter
         names (by that model's own registration) and may list this model.
         """
+        lookups = self.collection_lookups(user, filter, host=host)
+        if lookups is None:
+            return None
+        view = self.get_view(user, action="list", host=host)
+        if not self.has_permission(view):
+            return None
+        return view.filter_queryset(view.get_queryset()).filter(**lookups)
+
+    def collection_lookups(
+        self, user: Any, filter: dict[str, str], *, host: str | None = None
+    ) -> dict[str, Any] | None:
+        """The ORM lookups of ``filter``, if ``user`` may see every object it names; else None."""
         lookups: dict[str, Any] = {}
         for name, value in filter.items():
             related = self._related_registration(name)
@@ -268,10 +228,7 @@ class Registration:
             if pk is None or related.get_visible(user, pk, host=host) is None:
                 return None
             lookups[name] = pk
-        view = self.get_view(user, action="list", host=host)
-        if not self.has_permission(view):
-            return None
-        return view.filter_queryset(view.get_queryset()).filter(**lookups)
+        return lookups
 
     def serialize_collection(self, user: Any, filter: dict[str, str], *, host: str | None = None) -> Any:
         """What ``GET`` of the list, filtered by ``filter``, returns to ``user``."""
@@ -282,8 +239,15 @@ class Registration:
         return view.get_serializer(queryset, many=True).data
 
     def get_collection_audience(self, user: Any, filter: dict[str, str]) -> str:
-        """The audience a collection subscriber belongs to (the first, by default)."""
+        """The audience of a collection's subscriber for application events (the first, by default)."""
         return self.audiences[0]
+
+    def get_visible_member(
+        self, user: Any, filter: dict[str, str], pk: Any, *, host: str | None = None
+    ) -> models.Model | None:
+        """The member ``pk`` of the collection ``filter`` as ``user``'s list shows it, else None."""
+        queryset = self.get_visible_collection(user, filter, host=host)
+        return None if queryset is None else queryset.filter(pk=pk).first()
 
     # Identity -----------------------------------------------------------
 
@@ -318,7 +282,7 @@ class Registration:
         """A ``GET`` request by ``user``, as the viewset and serializer expect to see."""
         http = HttpRequest()
         http.method = "GET"
-        http.META["SERVER_NAME"] = host or _default_host()
+        http.META["SERVER_NAME"] = host or default_host()
         http.META["SERVER_PORT"] = "443" if settings.SECURE_SSL_REDIRECT else "80"
         request = Request(http)
         request.user = user
@@ -364,35 +328,93 @@ class Registration:
     # Audiences ------------------------------------------------------------
 
     def get_audience(self, user: Any, instance: models.Model) -> str:
-        """Which audience ``user`` belongs to for ``instance``.
+        """Which audience ``user`` belongs to for ``instance`` (as the viewset read it for them).
 
         Two users in one audience must get the same REST representation of the
-        object; override together with ``audiences`` and ``get_audience_user``
-        when the serializer's output depends on the requesting user.
+        object: the relay serializes once per audience, for one of its users,
+        and hands every other one the same frame. Override together with
+        ``audiences`` when the serializer's output depends on the requesting user.
         """
         return self.audiences[0]
 
-    def get_audience_user(self, audience: str, instance: models.Model) -> Any:
-        """A user whose view of ``instance`` stands for everyone in ``audience``."""
-        from django.contrib.auth.models import AnonymousUser
+    # Who may see an object ------------------------------------------------
 
-        return AnonymousUser()
+    def subscribable_by(self, instance: models.Model) -> Iterable[Any] | None:
+        """The primary keys of every user who may see ``instance``, or None to ask the viewset.
 
-    def serialize_audiences(self, instance: models.Model) -> dict[str, Any]:
-        """The payload of ``instance`` for each audience: one serializer run per audience."""
-        return {
-            audience: self.serialize(instance, self.get_audience_user(audience, instance))
-            for audience in self.audiences
-        }
+        By default (None) the relay asks the viewset, once per distinct user
+        subscribed, whether that user may see each changed object. An override
+        answers for everyone with one query; it must agree with the viewset,
+        which ``notifications.testing.check_subscribable_by`` verifies over
+        your own test data. Permission classes still apply on top of it.
+        """
+        return None
+
+    # What a change touches ------------------------------------------------
+
+    def touched_by_save(
+        self, instance: models.Model, changed: Sequence[str], *, previous: bool, kind: str = "update"
+    ) -> list[list[Any]]:
+        """The objects a save touches, as ``[label, wire id, derived fields]`` (see ``Touch``).
+
+        ``previous=True`` names the objects the foreign keys pointed at before
+        the save (called before it, while the tracker still knows them).
+        """
+        touched: list[list[Any]] = []
+        tracker = getattr(instance, self.get_tracker().name) if self.get_tracker() is not None else None
+        for touch in self.touches:
+            field = self.model._meta.get_field(touch.field)
+            if field.many_to_many:
+                continue  # many-to-many touches come from m2m_changed (receivers)
+            if kind == "update" and not set(touch.when) & set(changed):
+                continue
+            if previous:
+                if tracker is None or touch.field not in tracker.fields or not tracker.has_changed(touch.field):
+                    continue
+                value = tracker.previous(touch.field)
+            else:
+                value = getattr(instance, field.attname)  # type: ignore[union-attr]
+            wire = self._touched_wire_id(touch, value)
+            if wire is not None:
+                touched.append(wire)
+        return touched
+
+    def touched_by_m2m(self, name: str, pks: Iterable[Any]) -> list[list[Any]]:
+        """The objects a many-to-many edit of ``name`` touches: the ones added or removed."""
+        return [
+            wire
+            for touch in self.touches
+            if touch.field == name
+            for wire in (self._touched_wire_id(touch, pk) for pk in pks)
+            if wire is not None
+        ]
+
+    def touched_by_delete(self, instance: models.Model) -> list[list[Any]]:
+        """The objects a delete of ``instance`` touches (read before the rows go)."""
+        touched: list[list[Any]] = []
+        for touch in self.touches:
+            field = self.model._meta.get_field(touch.field)
+            if field.many_to_many:
+                values: Iterable[Any] = getattr(instance, touch.field).values_list("pk", flat=True)
+            else:
+                values = [getattr(instance, field.attname)]  # type: ignore[union-attr]
+            touched.extend(wire for wire in (self._touched_wire_id(touch, value) for value in values) if wire)
+        return touched
+
+    def _touched_wire_id(self, touch: Touch, value: Any) -> list[Any] | None:
+        if value is None:
+            return None
+        if isinstance(value, models.Model):
+            value = value.pk
+        related_model = self.model._meta.get_field(touch.field).related_model
+        related = self.registry.get_for(related_model) if isinstance(related_model, type) else None
+        if related is None:
+            return None
+        return [related.label, related.wire_id(value), list(touch.changed)]
 
 
-def _default_host() -> str:
+def default_host() -> str:
     for host in settings.ALLOWED_HOSTS:
         if host and "*" not in host and not host.startswith("."):
             return host
     return "localhost"
-
-
-def tracked_m2m_registrations(registrations: Iterable[Registration]) -> list[tuple[Registration, str]]:
-    """Every (registration, many-to-many field name) whose changes send events."""
-    return [(registration, name) for registration in registrations for name in registration.m2m_fields]

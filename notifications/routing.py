@@ -37,3 +37,27 @@ async def no_such_path(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 NOT_FOUND = 404
+
+
+async def lifespan_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ``"lifespan"`` entry of a ``ProtocolTypeRouter``: sweep the outbox from start-up.
+
+    Without it a server process starts sweeping at its first WebSocket
+    connection. At shutdown it waits (a few seconds at most) until what this
+    process committed is published.
+    """
+    import asyncio
+
+    from .conf import live_settings
+    from .relay import relay
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if live_settings.OUTBOX_SWEEP is not False:
+                relay.start(sweep=True)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(relay.flush, 5.0)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

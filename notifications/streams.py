@@ -1,10 +1,16 @@
-"""Per-target event streams: the seq counter, the epoch and the bounded history.
+"""Per-target event streams: seq, epoch, history, who is subscribed, and the bus that carries events.
 
-``RedisStreamStore`` is shared by every process that uses the same Redis;
-``MemoryStreamStore`` serves one process (the in-memory channel layer's case).
-A stream's epoch names its history: it changes when the history was lost
-(Redis flushed or restarted, the stream expired) or when an event could not be
-recorded, so a ``(seq, epoch)`` pair never promises events it cannot replay.
+A stream belongs to one target (an object or a collection). The relay claims
+it, decides the event from the committed database state for every user
+subscribed to it, then commits: the next seq is taken, the event is kept in the
+stream's history and published on the stream's channel, in one step. Server
+processes listen on the channels of the targets their sockets hold.
+
+``RedisStreamStore`` (``redis_store``) is shared by every process that uses the
+same Redis; ``MemoryStreamStore`` serves one process (the demo's default). A
+stream's epoch names its history: it changes when the history was lost (Redis
+flushed or restarted, the stream expired) or when an event could not be
+decided, so a ``(seq, epoch)`` pair never promises events it cannot replay.
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .conf import live_settings
+
+if TYPE_CHECKING:
+    from .messages import Entry
+
+
+class StoreBusy(Exception):
+    """Another process holds the stream's claim for longer than a claim may wait."""
 
 
 @dataclass(frozen=True)
@@ -29,241 +42,282 @@ class Position:
 
 @dataclass(frozen=True)
 class Replay:
-    """The answer to "what happened after ``seq``": the events, or None if unknown."""
+    """The answer to "what happened after ``since``": the event messages in order, or None if unknown.
+
+    ``earlier`` holds the history's messages up to ``since`` (same epoch), for
+    what they say about a user's view before it.
+    """
 
     position: Position
-    frames: list[tuple[int, str]] | None
+    messages: list[dict[str, Any]] | None
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
 
-class StreamStore(Protocol):
-    async def next(self, stream: str) -> Position:
-        """Reserve the next seq of ``stream``."""
+@dataclass(frozen=True)
+class Claim:
+    """The relay's hold on one stream: the users subscribed to it, as of the claim."""
 
-    async def record(self, stream: str, seq: int, frames: Mapping[str, str]) -> None:
-        """Keep the frames (by audience) of event ``seq`` for recovery."""
+    stream: str
+    users: tuple[str, ...]
+    version: str
+    token: str
 
-    async def position(self, stream: str) -> Position:
-        """The current seq and epoch of ``stream``."""
 
-    async def replay(self, stream: str, since: int, epoch: str, audience: str) -> Replay:
-        """The frames after ``since`` for ``audience``, if every one of them is still held."""
+class Listener(Protocol):
+    """A process's subscription to stream channels, for one event loop (see ``hub``)."""
 
-    def mark_lost(self) -> None:
-        """An event could not be recorded: rotate the epoch on the next contact."""
+    async def add(self, channel: str) -> None:
+        """Listen on ``channel``; returns once messages published afterwards will arrive."""
 
-    @property
-    def lost(self) -> bool:
-        """An event was lost and the epoch not yet rotated for it."""
-
-    async def rotate_if_lost(self) -> None:
-        """Rotate the epoch now if an event was lost (before the process exits)."""
+    async def remove(self, channel: str) -> None: ...
 
     async def close(self) -> None: ...
 
 
-def _new_epoch() -> str:
+class Receiver(Protocol):
+    """What a listener hands messages to (a ``Hub``); both calls are made on the listener's loop."""
+
+    def deliver(self, channel: str, message: dict[str, Any]) -> None: ...
+
+    def lost(self, error: BaseException) -> None: ...
+
+
+class StreamStore(Protocol):
+    # The relay's side: synchronous, called from the relay thread.
+
+    def claim(self, stream: str) -> Claim | None:
+        """Hold ``stream`` and return who is subscribed; None (and no hold) when nobody is."""
+
+    def commit(self, claim: Claim, entry: Entry) -> int | None:
+        """Take the next seq, keep and publish ``entry`` as that event, release the hold.
+
+        None when someone subscribed since the claim (the hold is released):
+        claim again and decide anew, so that no subscriber misses the event.
+        """
+
+    def release(self, claim: Claim, message: dict[str, Any] | None = None) -> None:
+        """Release the hold, publishing ``message`` (no seq: a revocation, say) on the stream's channel."""
+
+    def publish(self, channel: str, message: dict[str, Any]) -> None:
+        """Publish ``message`` on ``channel`` (the control channel)."""
+
+    def rotate(self, streams: Iterable[str]) -> None:
+        """Give ``streams`` a new epoch (an event of theirs was lost) and tell their listeners."""
+
+    def rotate_all(self) -> None:
+        """Give every stream a new epoch (events were dropped) and tell every server process."""
+
+    # The sockets' side: asynchronous, on a server's event loop.
+
+    async def register(self, stream: str, user: str) -> Position:
+        """Count ``user`` among the subscribers of ``stream``; its position now."""
+
+    async def refresh(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Keep these (stream, user) registrations alive."""
+
+    async def unregister(self, stream: str, user: str) -> None:
+        """``user``'s last local socket left ``stream``: keep the registration for ``RESUME_WINDOW`` only."""
+
+    async def replay(self, stream: str, since: int, epoch: str) -> Replay:
+        """The events after ``since``, if ``epoch`` is current and every one of them is still held."""
+
+    def listener(self, receiver: Receiver) -> Listener:
+        """A new listener for the running loop, delivering to ``receiver``."""
+
+    def close(self) -> None: ...
+
+
+def new_epoch() -> str:
     return secrets.token_hex(4)
+
+
+def control_channel() -> str:
+    """The channel every server process listens on, for messages addressed to sockets by key."""
+    return f"{live_settings.PREFIX}.control"
+
+
+def contiguous(messages: list[dict[str, Any]], since: int, position: Position) -> list[dict[str, Any]] | None:
+    """The messages ``since+1 .. position.seq`` in order, or None if any is missing."""
+    by_seq = {
+        message["seq"]: message
+        for message in messages
+        if message.get("epoch") == position.epoch and message["seq"] > since
+    }
+    ordered = []
+    for seq in range(since + 1, position.seq + 1):
+        message = by_seq.get(seq)
+        if message is None:
+            return None
+        ordered.append(message)
+    return ordered
+
+
+# The in-process store -------------------------------------------------------------
 
 
 @dataclass
 class _MemoryStream:
-    seq: int
     epoch: str
-    history: deque[tuple[int, float, dict[str, str]]] = field(default_factory=deque)
+    seq: int = 0
+    version: int = 0
+    held_by: str | None = None
+    users: dict[str, float] = field(default_factory=dict)  # user -> registered until (monotonic)
+    history: deque[tuple[float, dict[str, Any]]] = field(default_factory=deque)
+    touched: float = field(default_factory=time.monotonic)
 
 
 class MemoryStreamStore:
-    """An in-process ring buffer per stream; safe to use from several event loops."""
+    """Streams in this process's memory; its bus calls the listeners' loops thread-safely."""
 
     def __init__(self) -> None:
         self._streams: dict[str, _MemoryStream] = {}
-        self._lock = threading.Lock()
-        self._generation = _new_epoch()
+        self._lock = threading.Condition()
+        self._generation = new_epoch()
+        self._listeners: dict[str, set[_MemoryListener]] = {}
 
     def _get(self, stream: str) -> _MemoryStream:
         entry = self._streams.get(stream)
         now = time.monotonic()
-        if entry is not None and entry.history and now - entry.history[-1][1] > live_settings.HISTORY_TTL:
+        if entry is not None and entry.held_by is None and now - entry.touched > live_settings.HISTORY_TTL:
             entry = None  # Quiet for longer than the history is kept: start afresh.
         if entry is None:
-            entry = _MemoryStream(0, f"{self._generation}.{_new_epoch()}")
-            self._streams[stream] = entry
+            entry = self._streams[stream] = _MemoryStream(f"{self._generation}.{new_epoch()}")
+        entry.touched = now
         return entry
 
-    async def next(self, stream: str) -> Position:
+    # The relay's side
+
+    def claim(self, stream: str) -> Claim | None:
+        deadline = time.monotonic() + float(live_settings.CLAIM_TIMEOUT)
+        with self._lock:
+            while True:
+                entry = self._get(stream)
+                now = time.monotonic()
+                users = tuple(sorted(user for user, until in entry.users.items() if until >= now))
+                if not users:
+                    return None
+                if entry.held_by is None:
+                    token = secrets.token_hex(8)
+                    entry.held_by = token
+                    return Claim(stream, users, str(entry.version), token)
+                if not self._lock.wait(max(deadline - time.monotonic(), 0)):
+                    raise StoreBusy(stream)
+
+    def commit(self, claim: Claim, entry: Entry) -> int | None:
+        with self._lock:
+            stream = self._get(claim.stream)
+            if stream.held_by != claim.token:
+                return None
+            stream.held_by = None
+            self._lock.notify_all()
+            if str(stream.version) != claim.version:
+                return None
+            stream.seq += 1
+            message = {"seq": stream.seq, "epoch": stream.epoch, **entry}
+            stream.history.append((time.monotonic(), message))
+            while len(stream.history) > live_settings.HISTORY_LENGTH:
+                stream.history.popleft()
+            seq = stream.seq
+        self.publish(claim.stream, message)
+        return seq
+
+    def release(self, claim: Claim, message: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            stream = self._get(claim.stream)
+            if stream.held_by == claim.token:
+                stream.held_by = None
+                self._lock.notify_all()
+        if message is not None:
+            self.publish(claim.stream, message)
+
+    def publish(self, channel: str, message: dict[str, Any]) -> None:
+        for listener in list(self._listeners.get(channel, ())):
+            listener.post(channel, message)
+
+    def rotate(self, streams: Iterable[str]) -> None:
+        for name in set(streams):
+            with self._lock:
+                stream = self._get(name)
+                stream.epoch = f"{self._generation}.{new_epoch()}"
+                stream.history.clear()
+                epoch = stream.epoch
+            self.publish(name, {"type": "rotate", "epoch": epoch})
+
+    def rotate_all(self) -> None:
+        with self._lock:
+            self._generation = new_epoch()
+            for stream in self._streams.values():
+                stream.epoch = f"{self._generation}.{new_epoch()}"
+                stream.history.clear()
+        self.publish(control_channel(), {"type": "rotate-all"})
+
+    # The sockets' side
+
+    async def register(self, stream: str, user: str) -> Position:
         with self._lock:
             entry = self._get(stream)
-            entry.seq += 1
+            now = time.monotonic()
+            if entry.users.get(user, -1.0) < now:
+                entry.version += 1
+            entry.users[user] = max(entry.users.get(user, 0.0), now + float(live_settings.RESUME_WINDOW))
             return Position(entry.seq, entry.epoch)
 
-    async def record(self, stream: str, seq: int, frames: Mapping[str, str]) -> None:
+    async def refresh(self, pairs: Iterable[tuple[str, str]]) -> None:
         with self._lock:
-            entry = self._get(stream)
-            entry.history.append((seq, time.monotonic(), dict(frames)))
-            while len(entry.history) > live_settings.HISTORY_LENGTH:
-                entry.history.popleft()
+            until = time.monotonic() + float(live_settings.RESUME_WINDOW)
+            for stream, user in pairs:
+                entry = self._get(stream)
+                entry.users[user] = max(entry.users.get(user, 0.0), until)
 
-    async def position(self, stream: str) -> Position:
-        with self._lock:
-            entry = self._get(stream)
-            return Position(entry.seq, entry.epoch)
+    async def unregister(self, stream: str, user: str) -> None:
+        await self.refresh([(stream, user)])
 
-    async def replay(self, stream: str, since: int, epoch: str, audience: str) -> Replay:
+    async def replay(self, stream: str, since: int, epoch: str) -> Replay:
         with self._lock:
             entry = self._get(stream)
             position = Position(entry.seq, entry.epoch)
             horizon = time.monotonic() - live_settings.HISTORY_TTL
-            held = [(seq, frames.get(audience)) for seq, at, frames in entry.history if seq > since and at >= horizon]
-        return Replay(position, _contiguous(held, since, position, epoch))
-
-    def mark_lost(self) -> None:
-        with self._lock:
-            self._generation = _new_epoch()
-            self._streams.clear()
-
-    @property
-    def lost(self) -> bool:
-        return False  # mark_lost() rotates at once
-
-    async def rotate_if_lost(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-# Reserve a seq: create the global epoch and the stream's generation if they
-# are missing (Redis restarted or the stream expired), in one round trip.
-_NEXT = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then epoch = ARGV[1]; redis.call('SET', KEYS[1], epoch) end
-redis.call('HSETNX', KEYS[2], 'gen', ARGV[1])
-local gen = redis.call('HGET', KEYS[2], 'gen')
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
-return {seq, epoch .. '.' .. gen}
-"""
-
-_ROTATE = "redis.call('SET', KEYS[1], ARGV[1]) return 1"
-
-
-class RedisStreamStore:
-    """Seq counters in Redis hashes, history in Redis Streams capped by length and age."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._lost = False
-
-    @property
-    def _prefix(self) -> str:
-        return live_settings.PREFIX
-
-    def _client(self) -> Any:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-            # from_url() retries nothing: after a Redis restart the first command
-            # on each pooled (now dead) connection would fail, dropping an event
-            # although Redis is back. Retry once on a fresh connection; a lost
-            # reply can at worst skip a seq, which clients see as a gap.
-            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,))
-            client = redis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry=retry
-            )
-            self._clients[loop] = client
-        return client
-
-    def _keys(self, stream: str) -> tuple[str, str, str]:
-        prefix = self._prefix
-        return f"{prefix}:epoch", f"{prefix}:seq:{stream}", f"{prefix}:history:{stream}"
-
-    async def _rotate_if_lost(self, client: Any) -> None:
-        if self._lost:
-            await client.eval(_ROTATE, 1, f"{self._prefix}:epoch", _new_epoch())
-            self._lost = False
-
-    async def _reserve(self, stream: str, increment: int) -> Position:
-        client = self._client()
-        await self._rotate_if_lost(client)
-        epoch_key, seq_key, _ = self._keys(stream)
-        ttl = int(live_settings.HISTORY_TTL)
-        seq, epoch = await client.eval(_NEXT, 2, epoch_key, seq_key, _new_epoch(), ttl, increment)
-        return Position(int(seq), epoch.decode())
-
-    async def next(self, stream: str) -> Position:
-        return await self._reserve(stream, 1)
-
-    async def position(self, stream: str) -> Position:
-        return await self._reserve(stream, 0)
-
-    async def record(self, stream: str, seq: int, frames: Mapping[str, str]) -> None:
-        _, _, history_key = self._keys(stream)
-        fields: dict[str, Any] = {"seq": seq, **{f"a:{audience}": text for audience, text in frames.items()}}
-        client = self._client()
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.xadd(history_key, fields, maxlen=int(live_settings.HISTORY_LENGTH), approximate=True)
-            pipe.expire(history_key, int(live_settings.HISTORY_TTL))
-            await pipe.execute()
-
-    async def replay(self, stream: str, since: int, epoch: str, audience: str) -> Replay:
-        _, _, history_key = self._keys(stream)
-        position = await self.position(stream)
+            held = [message for at, message in entry.history if at >= horizon]
         if position.epoch != epoch or since > position.seq:
             return Replay(position, None)
-        entries = await self._client().xrange(history_key) if position.seq > since else []
-        horizon_ms = (time.time() - live_settings.HISTORY_TTL) * 1000
-        held: list[tuple[int, str | None]] = []
-        for entry_id, fields in entries:
-            if int(entry_id.split(b"-")[0]) < horizon_ms:
-                continue
-            seq = int(fields[b"seq"])
-            if seq > since:
-                text = fields.get(f"a:{audience}".encode())
-                held.append((seq, text.decode() if text is not None else None))
-        return Replay(position, _contiguous(held, since, position, epoch))
+        earlier = [message for message in held if message["seq"] <= since]
+        return Replay(position, contiguous(held, since, position), earlier)
 
-    def mark_lost(self) -> None:
-        self._lost = True
+    def listener(self, receiver: Receiver) -> Listener:
+        return _MemoryListener(self, receiver, asyncio.get_running_loop())
 
-    @property
-    def lost(self) -> bool:
-        return self._lost
+    def close(self) -> None:
+        return None
 
-    async def rotate_if_lost(self) -> None:
-        await self._rotate_if_lost(self._client())
+
+class _MemoryListener:
+    def __init__(self, store: MemoryStreamStore, receiver: Receiver, loop: asyncio.AbstractEventLoop) -> None:
+        self.store = store
+        self.receiver = receiver
+        self.loop = loop
+
+    def post(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.receiver.deliver, channel, dict(message))
+        except RuntimeError:  # The loop closed: this listener is gone.
+            self.store._listeners.get(channel, set()).discard(self)
+
+    async def add(self, channel: str) -> None:
+        self.store._listeners.setdefault(channel, set()).add(self)
+
+    async def remove(self, channel: str) -> None:
+        listeners = self.store._listeners.get(channel)
+        if listeners is not None:
+            listeners.discard(self)
+            if not listeners:
+                del self.store._listeners[channel]
 
     async def close(self) -> None:
-        for client in list(self._clients.values()):
-            try:
-                await client.aclose()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-        self._clients.clear()
+        for channel in list(self.store._listeners):
+            await self.remove(channel)
 
 
-def _contiguous(
-    held: list[tuple[int, str | None]], since: int, position: Position, epoch: str
-) -> list[tuple[int, str]] | None:
-    """The frames ``since+1 .. position.seq`` in order, or None if any is missing."""
-    if position.epoch != epoch or since > position.seq:
-        return None
-    by_seq = dict(held)
-    frames: list[tuple[int, str]] = []
-    for seq in range(since + 1, position.seq + 1):
-        text = by_seq.get(seq)
-        if text is None:
-            return None
-        frames.append((seq, text))
-    return frames
-
+# Choosing the store -------------------------------------------------------------
 
 _store: StreamStore | None = None
 _store_lock = threading.Lock()
@@ -275,7 +329,12 @@ def get_store() -> StreamStore:
     with _store_lock:
         if _store is None:
             url = store_url()
-            _store = RedisStreamStore(url) if url else MemoryStreamStore()
+            if url:
+                from .redis_store import RedisStreamStore
+
+                _store = RedisStreamStore(url)
+            else:
+                _store = MemoryStreamStore()
         return _store
 
 
@@ -283,6 +342,8 @@ def reset_store() -> None:
     """Forget the store (tests, and settings changes)."""
     global _store
     with _store_lock:
+        if _store is not None:
+            _store.close()
         _store = None
 
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from .registry import Registry, site
-from .targets import Target, group_name
+from .targets import Target
 
 NOT_FOUND = "not_found"
 
@@ -41,18 +41,23 @@ class TargetSerializer(serializers.Serializer):
 
     model = StrictCharField(max_length=100)
     id = StrictCharField(max_length=100, required=False)
-    filter = serializers.DictField(child=StrictCharField(max_length=100), required=False, allow_empty=False)
+    filter = serializers.DictField(child=StrictCharField(max_length=100), required=False, allow_empty=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if ("id" in attrs) == ("filter" in attrs):
+        if "id" in attrs and "filter" in attrs:
             raise serializers.ValidationError(
-                {"id": "Give either an id or a filter.", "filter": "Give either an id or a filter."}
+                {"id": "Give an id or a filter, not both.", "filter": "Give an id or a filter, not both."}
             )
         registry: Registry = self.context.get("registry", site)
         registration = registry.get_by_label(attrs["model"])
         if registration is None:
             raise serializers.ValidationError("No such object.", code=NOT_FOUND)
         attrs["registration"] = registration
+        if "id" not in attrs:
+            # Neither id nor filter: every object of the model the viewset shows the user.
+            attrs.setdefault("filter", {})
+            if not attrs["filter"] and not registration.allow_unfiltered and self.context.get("collection", True):
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
         if "filter" in attrs:
             unknown = sorted(set(attrs["filter"]) - set(registration.filter_fields))
             if unknown:
@@ -69,8 +74,8 @@ class SubscriptionSerializer(TargetSerializer):
     """A subscribe request; valid only if the socket's user may see the target.
 
     Needs ``context["user"]``; on success ``validated_data`` holds the
-    registration, the target, the visible ``instance``, the user's
-    ``audience`` and the ``group`` to join.
+    registration, the target, the visible ``instance`` (a queryset, for a
+    collection) and the ``group``: the stream channel the socket listens on.
     """
 
     since = StrictIntegerField(min_value=0, required=False)
@@ -91,15 +96,13 @@ class SubscriptionSerializer(TargetSerializer):
             if found is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["instance"] = found
-            attrs["audience"] = registration.get_collection_audience(user, dict(attrs["filter"]))
         else:
             pk = registration.decode_id(attrs["id"])
             instance = registration.get_visible(user, pk, host=host) if pk is not None else None
             if instance is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["instance"] = instance
-            attrs["audience"] = registration.get_audience(user, instance)
-        attrs["group"] = group_name(target, attrs["audience"])
+        attrs["group"] = target.stream
         return attrs
 
     def get_group_name(self) -> str:
@@ -124,3 +127,46 @@ def _codes(errors: Any) -> set[str]:
     if isinstance(errors, list):
         return set().union(*(_codes(value) for value in errors)) if errors else set()
     return {getattr(errors, "code", "")}
+
+
+class ViewsetRequestSerializer(TargetSerializer):
+    """A request the registered viewset answers (``retrieve``, ``list``, writes, custom actions).
+
+    Needs ``context["user"]`` and ``context["action"]``; the consumer has
+    checked that the registration enables the action. On success
+    ``validated_data`` holds the ``pk`` (actions on one object), the
+    collection ``lookups`` (``list``), and the ``query`` parameters.
+    """
+
+    page = StrictIntegerField(min_value=1, required=False)
+    query = serializers.DictField(child=StrictCharField(max_length=1000), required=False)
+    data = serializers.JSONField(required=False)  # type: ignore[assignment]  # a field, not Serializer.data
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from .actions import VIEWSET_ACTIONS
+
+        action = self.context["action"]
+        detail = VIEWSET_ACTIONS[action][1] if action in VIEWSET_ACTIONS else "id" in attrs
+        if detail and "id" not in attrs:
+            raise serializers.ValidationError({"id": f"{action} needs the id of an object."})
+        attrs = super().validate(attrs)
+        registration = attrs["registration"]
+        user = self.context["user"]
+        query = dict(attrs.get("query", {}))
+        if "page" in attrs:
+            query["page"] = str(attrs["page"])
+        attrs["query"] = query
+        if detail:
+            pk = registration.decode_id(attrs["id"])
+            if pk is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["pk"] = pk
+        elif action == "list":
+            lookups = registration.collection_lookups(user, dict(attrs["filter"]), host=self.context.get("host"))
+            if lookups is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            attrs["lookups"] = lookups
+            # The filter is also a query parameter of the REST list it matches (?project=...), so
+            # that the links the viewset builds (pagination) are that list's links.
+            attrs["query"] = {**dict(attrs["filter"]), **query}
+        return attrs

@@ -40,17 +40,23 @@ class Target:
     @property
     def stream(self) -> str:
         """The name of this target's event stream (seq counter and history)."""
-        if self.filter is not None:
+        if self.filter == ():
+            name = f"{self.model}.all"  # the unfiltered collection: every object the user may see
+        elif self.filter is not None:
             body = ".".join(f"{field}-{_safe(value)}" for field, value in self.filter)
             name = f"{self.model}.c.{body}"
         else:
             name = f"{self.model}.o.{_safe(str(self.id))}"
-        return _bounded(f"{live_settings.PREFIX}.{name}", reserve=12)
+        return _checked(_bounded(f"{live_settings.PREFIX}.{name}"))
 
 
-def group_name(target: Target, audience: str) -> str:
-    """The channel-layer group of ``target``'s subscribers in ``audience``."""
-    return _checked(_bounded(f"{target.stream}.{_safe(audience)}"))
+#: The user key of anonymous sockets (``ALLOW_ANONYMOUS``).
+ANONYMOUS = "-"
+
+
+def user_key(user: Any) -> str:
+    """How the stream store names a subscriber: the user's primary key, or ``ANONYMOUS``."""
+    return str(user.pk) if user is not None and user.is_authenticated else ANONYMOUS
 
 
 def user_group(user_pk: Any) -> str:

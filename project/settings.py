@@ -96,8 +96,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and os.envi
         "timeout": 10,
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the ASGI server read while a management command writes.
-    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
+    # WAL lets the ASGI server read while a management command writes. Every
+    # transaction takes the write lock when it begins (IMMEDIATE) and waits for
+    # it up to `timeout` seconds: with deferred transactions, a transaction that
+    # read before another process wrote (drf-live's relay deletes outbox rows)
+    # fails at once with "database is locked" instead of waiting.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        init_command="PRAGMA journal_mode=WAL;", transaction_mode="IMMEDIATE", timeout=20
+    )
     # A file, so that test threads (database_sync_to_async) share it; one per
     # test process, so that concurrent runs do not share it.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")}

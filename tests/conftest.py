@@ -9,14 +9,26 @@ import pytest
 from rest_framework.authtoken.models import Token
 
 from notifications import limits
+from notifications.relay import relay
 from notifications.streams import reset_store
 
 
 @pytest.fixture(autouse=True)
-def fresh_store() -> Iterator[None]:
-    """Every test starts with empty seq counters and history (the in-memory store)."""
+def fresh_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with empty seq counters and history (the in-memory store).
+
+    The relay finishes what the test handed it, and sweeps no more, before the
+    test's database goes away: the database fixture is set up first, so that it
+    is torn down after this one.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None:
+        transactional = marker.kwargs.get("transaction", False) or (marker.args and marker.args[0])
+        request.getfixturevalue("transactional_db" if transactional else "db")
     reset_store()
     yield
+    relay.stop_sweeping()
+    relay.flush(timeout=10)
     reset_store()
 
 
@@ -58,6 +70,8 @@ def domain(make_user: Any) -> dict[str, Any]:
     secret = Project.objects.create(name="Secret", owner=carol)
     task = Task.objects.create(project=website, title="Write docs")
     hidden = Task.objects.create(project=secret, title="Hidden")
+    # Publish these writes now, not while the test under way subscribes.
+    relay.flush(timeout=10)
     return {
         "alice": alice,
         "bob": bob,

@@ -159,7 +159,13 @@ def test_a_project_shows_ids_as_hashids(domain: dict[str, Any], client_for: Any)
 
     data = client_for(alice).get(f"/api/projects/{website.pk}/").json()
 
-    assert data == {"id": str(website.pk), "name": "Website", "owner": str(alice.pk), "members": [str(bob.pk)]}
+    assert data == {
+        "id": str(website.pk),
+        "name": "Website",
+        "owner": str(alice.pk),
+        "members": [str(bob.pk)],
+        "open_tasks": 1,
+    }
     assert_hashid(data["id"], Project)
     assert_hashid(data["owner"], type(alice))
     assert_hashid(data["members"][0], type(alice))
@@ -228,6 +234,7 @@ def test_a_task_shows_ids_as_hashids(domain: dict[str, Any], client_for: Any) ->
         "title": "Write docs",
         "done": False,
         "assignee": str(domain["bob"].pk),
+        "private": False,
     }
     assert_hashid(data["id"], Task)
     assert_hashid(data["project"], Project)
@@ -319,3 +326,39 @@ def test_filtering_by_something_that_is_not_a_project_id_shows_nothing(
 
     assert response.status_code == 200
     assert response.json() == []
+
+
+# Private tasks and open_tasks (the contract's section 6) ----------------------------------
+
+
+def test_a_private_task_is_seen_by_its_assignee_and_the_owner_only(domain: dict[str, Any], client_for: Any) -> None:
+    website, alice, bob, carol = domain["website"], domain["alice"], domain["bob"], domain["carol"]
+    website.members.add(carol)
+    private = Task.objects.create(project=website, title="Salaries", private=True, assignee=carol)
+
+    def titles(user: Any) -> list[str]:
+        return sorted(task["title"] for task in client_for(user).get("/api/tasks/").json())
+
+    assert titles(alice) == ["Salaries", "Write docs"]  # the owner
+    assert titles(carol) == ["Hidden", "Salaries", "Write docs"]  # the assignee (and owner of "Secret")
+    assert titles(bob) == ["Write docs"]  # another member
+    assert client_for(bob).get(f"/api/tasks/{private.pk}/").status_code == 404
+    assert client_for(bob).patch(f"/api/tasks/{private.pk}/", {"title": "x"}, format="json").status_code == 404
+    assert client_for(carol).get(f"/api/tasks/{private.pk}/").json()["private"] is True
+
+
+def test_open_tasks_counts_the_projects_tasks_not_done(domain: dict[str, Any], client_for: Any) -> None:
+    website, alice = domain["website"], domain["alice"]
+    Task.objects.create(project=website, title="Done already", done=True)
+    Task.objects.create(project=website, title="Private and open", private=True)
+
+    def open_tasks() -> int:
+        return int(client_for(alice).get(f"/api/projects/{website.pk}/").json()["open_tasks"])
+
+    assert open_tasks() == 2  # "Write docs" and the private one; not the done one
+    domain["task"].done = True
+    domain["task"].save()
+    assert open_tasks() == 1
+    created = client_for(alice).post("/api/projects/", {"name": "Fresh"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["open_tasks"] == 0

@@ -53,7 +53,15 @@ SERVER_SETTINGS = {
     "AUTH_FAILURE_BURST": 100000,
 }
 FLOOD_FRAMES = 3000
-FLOOD_ERRORS = {"parse_error", "invalid", "unknown_action", "not_found", "not_authenticated", "throttled"}
+FLOOD_ERRORS = {
+    "parse_error",
+    "invalid",
+    "unknown_action",
+    "not_found",
+    "not_authenticated",
+    "throttled",
+    "not_allowed",
+}
 BIG_EVENTS = 200
 BIG_BLOB = 50000
 # Generous: the server's own growth while 10 MB of events pass through it.

@@ -1,54 +1,13 @@
 // Tests of notifications/static/notifications/client.js, driven through a scripted socket and clock.
+// The requests answered by the viewset (retrieve, list, request) are tested in requests.test.mjs.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { connect } from "../../notifications/static/notifications/client.js";
-import { fakeWebSocket, manualClock } from "./fake-socket.mjs";
+import { connection, isPending, openWithoutToken, reconnect, setup } from "./harness.mjs";
 
 const TASK = { id: "Xk3", title: "A", done: false, project: "P1", assignee: null };
 const T9 = { id: "T9", title: "B", done: false, project: "P1", assignee: null };
-
-function setup(options = {}) {
-  const { WebSocket, sockets } = fakeWebSocket();
-  const clock = manualClock();
-  const client = connect("ws://testserver/ws/notifications/", {
-    WebSocket,
-    setTimeout: clock.setTimeout,
-    clearTimeout: clock.clearTimeout,
-    random: () => 0.5,
-    ...options,
-  });
-  const actions = [];
-  client.onAction((action) => actions.push(action));
-  return {
-    client,
-    clock,
-    sockets,
-    socket: () => sockets.at(-1),
-    /** The actions dispatched since the last call. */
-    takeActions: () => actions.splice(0),
-  };
-}
-
-/** Open the socket and take the CONNECTION action it causes. */
-function openWithoutToken(t) {
-  t.socket().open();
-  assert.deepEqual(t.takeActions(), [connection("open")]);
-}
-
-/** Lose the connection, wait out the backoff (375 ms with the defaults and random 0.5), reopen. */
-function reconnect(t, code = 1006) {
-  if (code === 1006) t.socket().fail();
-  else t.socket().serverClose(code);
-  assert.deepEqual(t.takeActions(), [connection("reconnecting")]);
-  const before = t.sockets.length;
-  t.clock.advance(375);
-  assert.equal(t.sockets.length, before + 1);
-  t.socket().open();
-  assert.deepEqual(t.takeActions(), [connection("open")]);
-}
-
-const connection = (state) => ({ type: "DRF_LIVE/CONNECTION", payload: { state } });
 
 const subscribedTask = (requestId, seq, extra = {}) => ({
   type: "SUBSCRIBED",
@@ -89,11 +48,6 @@ function subscribedToTask(t) {
   t.socket().receive(subscribedTask(request.request_id, 41));
   assert.deepEqual(t.takeActions(), [subscribedTask(request.request_id, 41)]);
   return sub;
-}
-
-async function isPending(promise) {
-  const marker = Symbol("pending");
-  return (await Promise.race([promise, marker]).catch(() => null)) === marker;
 }
 
 test("every request carries a new request_id and replies are matched by meta.request_id", async () => {
@@ -370,6 +324,34 @@ test("a gap resubscribes once with since; events buffered meanwhile are applied 
   assert.deepEqual(t.socket().sent, []);
 });
 
+test("meta.prev names the event this one follows on from: skipped seqs are no gap", () => {
+  const t = setup();
+  openWithoutToken(t);
+  t.client.subscribe("api.task", { project: "P1" });
+  t.socket().takeSent();
+  t.socket().receive(subscribedProject(1, 9));
+  t.takeActions();
+
+  // Seqs 10 and 11 were about members this user may not see: the server skipped them.
+  const skipped = { ...createInProject(12), meta: { ...createInProject(12).meta, prev: 9 } };
+  t.socket().receive(skipped);
+  t.socket().receive(createInProject(13));
+  assert.deepEqual(t.takeActions(), [skipped, createInProject(13)]);
+  assert.deepEqual(t.socket().sent, [], "no resubscribe: nothing was missed");
+
+  // A prev later than what the client holds is a real gap.
+  const past = { ...createInProject(20), meta: { ...createInProject(20).meta, prev: 15 } };
+  t.socket().receive(past);
+  assert.deepEqual(t.takeActions(), []);
+  assert.deepEqual(t.socket().takeSent(), [
+    { action: "subscribe", model: "api.task", filter: { project: "P1" }, since: 13, epoch: "r7f2", request_id: 2 },
+  ]);
+  t.socket().receive(subscribedProject(2, 13, "r7f2", { recovered: true }));
+  const replayed = { ...createInProject(15), meta: { ...createInProject(15).meta, prev: 13 } };
+  t.socket().receive(replayed);
+  assert.deepEqual(t.takeActions(), [replayed, past], "the buffered event follows the replayed one");
+});
+
 test("a gap answered by a fresh snapshot: RESYNC, snapshot, then the buffered events that follow it", () => {
   const t = setup();
   openWithoutToken(t);
@@ -572,6 +554,66 @@ test("model labels are matched in lower case and filters whatever their key orde
   t.socket().receive(created);
   t.socket().receive({ ...created, meta: { ...created.meta, filter: { a: "1" }, seq: 2 } }); // another collection
   assert.deepEqual(t.takeActions().slice(1), [created]);
+});
+
+test("subscribe(model) and subscribe(model, {}) are one target, the unfiltered collection: no id, no filter", () => {
+  const t = setup();
+  openWithoutToken(t);
+  const all = t.client.subscribe("api.Task");
+  t.client.subscribe("api.task", {});
+  assert.deepEqual(t.socket().takeSent(), [{ action: "subscribe", model: "api.task", request_id: 1 }]);
+  const page = { count: 51, next: "http://testserver/api/tasks/?page=2", previous: null, results: [TASK] };
+  const subscribed = {
+    type: "SUBSCRIBED",
+    payload: page,
+    meta: { request_id: 1, model: "api.task", filter: {}, seq: 3, epoch: "e1" },
+  };
+  t.socket().receive(subscribed);
+  const created = { ...createInProject(4), meta: { ...createInProject(4).meta, filter: {} } };
+  t.socket().receive(created);
+  t.socket().receive(createInProject(5)); // the project's collection: not subscribed
+  assert.deepEqual(t.takeActions(), [subscribed, created]);
+
+  reconnect(t);
+  assert.deepEqual(t.socket().takeSent(), [
+    { action: "subscribe", model: "api.task", since: 4, epoch: "e1", request_id: 2 },
+  ]);
+  t.socket().receive({ ...subscribed, meta: { ...subscribed.meta, request_id: 2, epoch: "e2", recovered: false } });
+  assert.deepEqual(t.takeActions()[0], {
+    type: "DRF_LIVE/RESYNC",
+    payload: { model: "api.task", filter: {} },
+    meta: { reason: "reconnect" },
+  });
+  assert.throws(() => t.client.subscribe("api.task", null), /or nothing for every object of the model/);
+  all.unsubscribe();
+  assert.deepEqual(t.socket().sent, [], "another handle still holds it");
+});
+
+test("an unfiltered subscription unsubscribes with neither id nor filter, and a revocation ends it", () => {
+  const t = setup();
+  openWithoutToken(t);
+  const sub = t.client.subscribe("api.task");
+  t.socket().receive({
+    type: "SUBSCRIBED",
+    payload: [],
+    meta: { request_id: 1, model: "api.task", filter: {}, seq: 0 },
+  });
+  sub.unsubscribe();
+  assert.deepEqual(t.socket().takeSent().at(-1), { action: "unsubscribe", model: "api.task", request_id: 2 });
+
+  const again = t.client.subscribe("api.task");
+  const ends = [];
+  again.onEnd((end) => ends.push(end));
+  t.socket().takeSent();
+  t.socket().receive({
+    type: "SUBSCRIBED",
+    payload: [],
+    meta: { request_id: 3, model: "api.task", filter: {}, seq: 0 },
+  });
+  const revoked = { type: "UNSUBSCRIBED", payload: null, meta: { model: "api.task", filter: {}, reason: "revoked" } };
+  t.socket().receive(revoked);
+  assert.deepEqual(ends, [{ reason: "revoked" }]);
+  assert.deepEqual(t.takeActions().at(-1), revoked);
 });
 
 test("malformed server frames are ignored without throwing", async () => {

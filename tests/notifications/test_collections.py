@@ -63,6 +63,7 @@ async def test_collection_snapshot_is_the_rest_list_of_the_project(domain: Any, 
         "title": "Write docs",
         "done": False,
         "assignee": None,
+        "private": False,
     }
 
 
@@ -113,7 +114,14 @@ async def test_create_update_delete_reach_the_collection_in_seq_order(
     meta = {"model": "api.task", "filter": {"project": str(website.pk)}, "id": created_id}
     assert create == {
         "type": "CREATE_TASK",
-        "payload": {"id": created_id, "project": str(website.pk), "title": "New", "done": False, "assignee": None},
+        "payload": {
+            "id": created_id,
+            "project": str(website.pk),
+            "title": "New",
+            "done": False,
+            "assignee": None,
+            "private": False,
+        },
         "meta": {**meta, "seq": seq + 1},
     }
     assert update["type"] == "UPDATE_TASK"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.test.utils import isolate_apps
@@ -17,7 +18,7 @@ from api.views import TaskViewSet
 from notifications.checks import check_registrations
 from notifications.exceptions import AlreadyRegistered, NotRegistered
 from notifications.models import LiveModel
-from notifications.registration import Registration
+from notifications.registration import Registration, Touch
 from notifications.registry import Registry, site
 
 
@@ -187,16 +188,26 @@ def test_registries_are_independent(registry: Registry) -> None:
 
 
 # System checks --------------------------------------------------------------
+#
+# Each check gets a wrong registration of an example model (swapped in for one
+# test) and the example's own registration of the same model, which passes.
 
 
 def test_checks_pass_for_the_example_domain() -> None:
     assert check_registrations() == []
 
 
+def test_the_checks_run_with_django_checks() -> None:
+    # `manage.py check` (and every server start) runs them: the tag is registered.
+    assert checks.registry.registry.tag_exists("drf_live")
+    assert [message for message in checks.run_checks(tags=["drf_live"]) if message.id.startswith("drf_live.")] == []
+
+
 def test_check_flags_a_registered_model_without_live_model(on_site: Any) -> None:
     on_site(Group, viewset=TaskViewSet, tracked_fields=["name"])
 
-    assert error_ids(Group) == {"drf_live.E001"}
+    # Without LiveModel there is no FieldTracker either: "name" would go unseen (E006).
+    assert error_ids(Group) == {"drf_live.E001", "drf_live.E006"}
 
 
 @isolate_apps("api")
@@ -226,9 +237,73 @@ def test_check_accepts_a_model_with_live_model_and_field_tracker(on_site: Any) -
     assert error_ids(Tracked) == set()
 
 
-def test_check_flags_m2m_fields_that_are_not_many_to_many(replace_registration: Any) -> None:
-    replace_registration(Task, TaskRegistration, m2m_fields=["title", "nope"])
+WRONG_REGISTRATIONS = [
+    pytest.param(Task, {"m2m_fields": ["title", "nope"]}, ["drf_live.E003", "drf_live.E003"], id="m2m-not-m2m"),
+    pytest.param(Task, {"filter_fields": ["title"]}, ["drf_live.E004"], id="filter-not-a-foreign-key"),
+    pytest.param(Task, {"filter_fields": ["nope"]}, ["drf_live.E004"], id="filter-unknown"),
+    pytest.param(Task, {"access_fields": ["project", "nope"]}, ["drf_live.E005"], id="access-unknown"),
+    pytest.param(User, {"tracked_fields": ["username", "nope"]}, ["drf_live.E006"], id="tracked-unknown"),
+    # first_name is a field, but the FieldTracker does not track it: its changes would go unseen.
+    pytest.param(User, {"tracked_fields": ["username", "first_name"]}, ["drf_live.E006"], id="tracked-untracked"),
+    pytest.param(Task, {"touches": [Touch("title")]}, ["drf_live.E007"], id="touch-not-a-relation"),
+    pytest.param(Task, {"touches": [Touch("nope")]}, ["drf_live.E007"], id="touch-unknown"),
+    pytest.param(Task, {"touches": [Touch("project", when=["nope"])]}, ["drf_live.E007"], id="touch-when-unknown"),
+    # Project's registration tracks name and owner (its FieldTracker) and members: not `id`.
+    pytest.param(Project, {"touches": [Touch("owner", when=["id"])]}, ["drf_live.E007"], id="touch-when-untracked"),
+    pytest.param(
+        Project,
+        {"m2m_fields": [], "touches": [Touch("members")]},
+        ["drf_live.E007"],
+        id="touch-m2m-not-in-m2m-fields",
+    ),
+]
 
-    messages = [message for message in check_registrations() if message.obj is Task]
 
-    assert [message.id for message in messages] == ["drf_live.E003", "drf_live.E003"]
+@pytest.mark.parametrize(("model", "options", "expected"), WRONG_REGISTRATIONS)
+def test_check_flags_a_wrong_registration_and_passes_the_examples(
+    replace_registration: Any, model: type[models.Model], options: dict[str, Any], expected: list[str]
+) -> None:
+    example = site.get(model)
+    assert error_ids(model) == set()
+
+    replace_registration(model, type(example), **options)
+    messages = [message for message in check_registrations() if message.obj is model]
+
+    assert sorted(message.id for message in messages) == expected
+    assert all(message.level == checks.ERROR and message.hint for message in messages)
+    assert all(message.msg.startswith(f"{model._meta.label}: ") for message in messages)
+
+
+def test_check_names_the_wrong_field_and_what_to_do(replace_registration: Any) -> None:
+    replace_registration(Task, type(site.get(Task)), access_fields=["project", "projct"])
+
+    [message] = [message for message in check_registrations() if message.obj is Task]
+
+    assert "'projct'" in message.msg
+    assert "access_fields" in message.msg
+    assert "List the fields" in message.hint
+
+
+def test_check_flags_a_filter_on_a_model_that_is_not_registered(replace_registration: Any) -> None:
+    # Who may see a collection is whoever may see the object its filter names: that needs a registration.
+    replace_registration(Task, type(site.get(Task)), touches=[])
+    replace_registration(Project, type(site.get(Project)))
+    assert error_ids(Task) == set()
+
+    site.unregister(Project)
+    [message] = [message for message in check_registrations() if message.obj is Task]
+
+    assert message.id == "drf_live.E004"
+    assert "api.Project" in message.msg and "not registered" in message.msg
+
+
+def test_check_flags_a_touch_of_a_model_that_is_not_registered(replace_registration: Any) -> None:
+    replace_registration(Task, type(site.get(Task)), filter_fields=[])
+    replace_registration(Project, type(site.get(Project)))
+    assert error_ids(Task) == set()
+
+    site.unregister(Project)
+    [message] = [message for message in check_registrations() if message.obj is Task]
+
+    assert message.id == "drf_live.E007"
+    assert "'project'" in message.msg and "api.Project" in message.msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,9 @@ from django.db.backends.utils import CursorWrapper
 
 from api.models import Project
 from notifications.registration import Registration
+from notifications.relay import relay
 from notifications.routing import websocket_application
+from notifications.testing import published
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -129,6 +132,7 @@ async def test_writes_that_cannot_change_access_trigger_no_recheck(
     first = await bob_socket.receive_json_from(timeout=3)
     second = await bob_socket.receive_json_from(timeout=3)
     assert [first["type"], second["type"]] == ["UPDATE_TASK", "UPDATE_PROJECT"]
+    # The relay decided both events; no socket had to re-check its subscriptions.
     assert is_visible_calls == []
 
 
@@ -148,24 +152,23 @@ async def test_adding_a_member_revokes_nobody(
 
 
 @pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every SQL statement any thread runs from now on (each thread has its own connection)."""
-    executed: list[str] = []
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every SQL statement any thread runs from now on, with the thread's name."""
+    executed: list[tuple[str, str]] = []
     original = CursorWrapper._execute_with_wrappers
 
     def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
-        executed.append(sql)
+        executed.append((threading.current_thread().name, sql))
         return original(self, sql, *args, **kwargs)
 
     monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting)
     return executed
 
 
-async def test_write_to_a_field_that_cannot_change_access_runs_no_access_query(
-    domain: Any, token_for: Any, connect: Any, statements: list[str]
+async def test_the_writer_only_updates_its_row_and_records_one_outbox_row(
+    domain: Any, token_for: Any, connect: Any, statements: list[tuple[str, str]]
 ) -> None:
-    task, alice = domain["task"], domain["alice"]
-    private = await database_sync_to_async(Project.objects.create)(name="Alice only", owner=alice)
+    task = domain["task"]
     bob_socket = await connect(await database_sync_to_async(token_for)(domain["bob"]))
     await subscribe(bob_socket, "api.task", id=str(task.pk))
     await subscribe(bob_socket, "api.task", filter={"project": str(task.project_id)})
@@ -176,18 +179,86 @@ async def test_write_to_a_field_that_cannot_change_access_runs_no_access_query(
     updates = [await bob_socket.receive_json_from(timeout=3) for _ in range(2)]
 
     assert {frame["type"] for frame in updates} == {"UPDATE_TASK"}
-    # The UPDATE itself and nothing else: no re-check, no query per subscriber.
-    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("UPDATE"), statements
+    writer = [
+        sql
+        for thread, sql in statements
+        if thread != "drf-live-relay" and not sql.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ]
+    # The UPDATE and its outbox row, in one transaction: no read, no query per subscriber, no Redis.
+    assert [sql.split()[0].upper() for sql in writer] == ["UPDATE", "INSERT"], writer
+    assert 'INTO "drf_live_outbox"' in writer[1]
 
-    # For contrast: a write to an access field re-checks the subscribers' access in the database.
-    statements.clear()
-    task.project = private
-    await database_sync_to_async(task.save)()
-    frames = [await bob_socket.receive_json_from(timeout=3) for _ in range(2)]
 
-    assert {(frame["type"], frame["meta"].get("reason")) for frame in frames} == {
-        ("UNSUBSCRIBED", "revoked"),
-        ("DELETE_TASK", None),
-    }
-    assert len(statements) > 1, statements
-    assert await bob_socket.receive_nothing(timeout=0.3)
+async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
+    domain: Any, token_for: Any, connect: Any, statements: list[tuple[str, str]], replace_registration: Any
+) -> None:
+    from api.models import Task
+    from api.notifications import TaskRegistration
+
+    class Undeclared(TaskRegistration):
+        def subscribable_by(self, instance: Any) -> None:
+            return None  # ask the viewset, user by user
+
+    replace_registration(Task, Undeclared)
+    task = domain["task"]
+    bob_key = await database_sync_to_async(token_for)(domain["bob"])
+    alice_key = await database_sync_to_async(token_for)(domain["alice"])
+
+    async def relay_queries_for_one_write(keys: list[str], title: str) -> int:
+        sockets = [await connect(key) for key in keys]
+        for socket in sockets:
+            await subscribe(socket, "api.task", id=str(task.pk))
+        relay.stop_sweeping()  # count the event's queries only, not a sweep's
+        await published()
+        statements.clear()
+        task.title = title
+        await database_sync_to_async(task.save)()
+        for socket in sockets:
+            assert (await socket.receive_json_from(timeout=3))["payload"]["title"] == title
+        await published()  # the relay deletes the rows after the event went out
+        for socket in sockets:
+            await socket.disconnect()
+        return sum(1 for thread, _sql in statements if thread == "drf-live-relay")
+
+    await relay_queries_for_one_write([bob_key], "warm-up")  # the relay's connection opens here
+    one_socket = await relay_queries_for_one_write([bob_key], "one")
+    ten_sockets = await relay_queries_for_one_write([bob_key] * 10, "ten")
+    two_users = await relay_queries_for_one_write([bob_key, alice_key], "two users")
+
+    assert ten_sockets == one_socket
+    assert two_users > one_socket
+
+
+async def test_a_declaration_answers_for_every_user_with_a_fixed_number_of_queries(
+    domain: Any, token_for: Any, connect: Any, statements: list[tuple[str, str]], make_user: Any
+) -> None:
+    task, website = domain["task"], domain["website"]
+
+    @database_sync_to_async
+    def members(count: int) -> list[str]:
+        users = [make_user(f"member{count}-{n}") for n in range(count)]
+        website.members.add(*users)
+        return [token_for(user) for user in users]
+
+    async def relay_queries_with(keys: list[str], title: str) -> int:
+        sockets = [await connect(key) for key in keys]
+        for socket in sockets:
+            await subscribe(socket, "api.task", id=str(task.pk))
+        relay.stop_sweeping()  # count the event's queries only, not a sweep's
+        await published()
+        statements.clear()
+        task.title = title
+        await database_sync_to_async(task.save)()
+        for socket in sockets:
+            assert (await socket.receive_json_from(timeout=3))["payload"]["title"] == title
+        await published()  # the relay deletes the rows after the event went out
+        for socket in sockets:
+            await socket.disconnect()
+        return sum(1 for thread, _sql in statements if thread == "drf-live-relay")
+
+    await relay_queries_with(await members(1), "warm-up")  # the relay's connection opens here
+    few = await relay_queries_with(await members(2), "few")
+    many = await relay_queries_with(await members(12), "many")
+
+    # TaskRegistration.subscribable_by answers for everyone at once.
+    assert many == few

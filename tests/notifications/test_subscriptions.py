@@ -9,7 +9,7 @@ import pytest
 from api.models import Project, Task
 from notifications.registry import site
 from notifications.subscriptions import SubscriptionSerializer, TargetSerializer, error_code
-from notifications.targets import Target, group_name
+from notifications.targets import Target
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
@@ -33,7 +33,6 @@ def raw_id(model: type, hashid: str) -> int:
     [
         ({}, ["model"]),
         ({"id": "Xk3Lp9q"}, ["model"]),
-        ({"model": "api.task"}, ["filter", "id"]),
         ({"model": 5, "id": "Xk3Lp9q"}, ["model"]),
         ({"model": None, "id": "Xk3Lp9q"}, ["model"]),
         ({"model": ["api.task"], "id": "Xk3Lp9q"}, ["model"]),
@@ -43,7 +42,6 @@ def raw_id(model: type, hashid: str) -> int:
         ({"model": "api.task", "id": ""}, ["id"]),
         ({"model": "api.task", "id": "x" * 101}, ["id"]),
         ({"model": "api.task", "filter": "x"}, ["filter"]),
-        ({"model": "api.task", "filter": {}}, ["filter"]),
         ({"model": "api.task", "filter": {"project": 5}}, ["filter"]),
         ({"model": "api.task", "id": "Xk3Lp9q", "filter": {"project": "a8Bn2Qz"}}, ["filter", "id"]),
         ({"model": "api.task", "id": "TASK", "since": "3", "epoch": "e"}, ["since"]),
@@ -64,6 +62,16 @@ def test_malformed_requests_are_invalid_and_name_their_fields(
     serializer = subscribe(domain["alice"], **data)
 
     assert error_code(serializer.errors) == ("invalid", fields)
+
+
+@pytest.mark.parametrize("data", [{"model": "api.task"}, {"model": "api.task", "filter": {}}])
+def test_neither_id_nor_filter_names_the_unfiltered_collection(domain: dict[str, Any], data: dict[str, Any]) -> None:
+    serializer = subscribe(domain["bob"], **data)
+
+    assert serializer.is_valid(), serializer.errors
+    assert serializer.validated_data["target"] == Target.collection("api.task", {})
+    assert serializer.get_group_name() == "drf-live.api.task.all"
+    assert list(serializer.validated_data["instance"]) == [domain["task"]]
 
 
 def test_filter_on_an_undeclared_field_is_invalid(domain: dict[str, Any]) -> None:
@@ -124,7 +132,7 @@ def test_the_owner_sees_the_project_the_outsider_does_not(domain: dict[str, Any]
 
 
 @pytest.mark.parametrize("label", ["api.task", "api.Task"])
-def test_a_valid_subscription_carries_instance_target_audience_and_group(domain: dict[str, Any], label: str) -> None:
+def test_a_valid_subscription_carries_instance_target_and_group(domain: dict[str, Any], label: str) -> None:
     task = domain["task"]
 
     serializer = subscribe(domain["bob"], model=label, id=task.pk, request_id=1)
@@ -133,9 +141,9 @@ def test_a_valid_subscription_carries_instance_target_audience_and_group(domain:
     data = serializer.validated_data
     assert data["instance"] == task
     assert data["target"] == Target("api.task", id=task.pk)
-    assert data["audience"] == "all"
-    assert data["group"] == group_name(Target("api.task", id=task.pk), "all")
-    assert data["group"] == f"drf-live.api.task.o.{task.pk}.all"
+    # The group is the target's stream channel: one for every audience (the relay picks frames per user).
+    assert data["group"] == Target("api.task", id=task.pk).stream
+    assert data["group"] == f"drf-live.api.task.o.{task.pk}"
     assert data["registration"] is site.get(Task)
     assert serializer.get_group_name() == data["group"]
 
@@ -158,24 +166,16 @@ def test_get_group_name_before_is_valid_says_what_to_do(domain: dict[str, Any]) 
         serializer.get_group_name()
 
 
-def test_a_user_is_their_own_self_audience(domain: dict[str, Any]) -> None:
+def test_a_user_and_others_listen_on_the_same_channel(domain: dict[str, Any]) -> None:
     alice = domain["alice"]
 
-    serializer = subscribe(alice, model="api.user", id=alice.pk)
+    own = subscribe(alice, model="api.user", id=alice.pk)
+    other = subscribe(domain["bob"], model="api.user", id=alice.pk)
 
-    assert serializer.is_valid(), serializer.errors
-    assert serializer.validated_data["audience"] == "self"
-    assert serializer.get_group_name() == f"drf-live.api.user.o.{alice.pk}.self"
-
-
-def test_other_users_are_in_the_others_audience(domain: dict[str, Any]) -> None:
-    alice = domain["alice"]
-
-    serializer = subscribe(domain["bob"], model="api.user", id=alice.pk)
-
-    assert serializer.is_valid(), serializer.errors
-    assert serializer.validated_data["audience"] == "others"
-    assert serializer.get_group_name() == f"drf-live.api.user.o.{alice.pk}.others"
+    assert own.is_valid(), own.errors
+    assert other.is_valid(), other.errors
+    # Audiences no longer split channels: each event carries one frame per audience.
+    assert own.get_group_name() == other.get_group_name() == f"drf-live.api.user.o.{alice.pk}"
 
 
 def test_the_registry_comes_from_the_context(domain: dict[str, Any]) -> None:
@@ -204,7 +204,6 @@ def test_target_serializer_names_a_target_without_looking_it_up(domain: dict[str
     ("data", "expected"),
     [
         ({"id": "Xk3Lp9q"}, ("invalid", ["model"])),
-        ({"model": "api.task"}, ("invalid", ["filter", "id"])),
         ({"model": "api.task", "id": 5}, ("invalid", ["id"])),
         ({"model": "api.nope", "id": "Xk3Lp9q"}, ("not_found", [])),
         ({"model": 5, "id": "Xk3Lp9q"}, ("invalid", ["model"])),
@@ -229,8 +228,7 @@ def test_a_valid_collection_subscription_carries_the_visible_queryset(domain: di
     data = serializer.validated_data
     assert list(data["instance"]) == [task]
     assert data["target"] == Target.collection("api.task", {"project": website.pk})
-    assert data["audience"] == "all"
-    assert serializer.get_group_name() == f"drf-live.api.task.c.project-{website.pk}.all"
+    assert serializer.get_group_name() == f"drf-live.api.task.c.project-{website.pk}"
 
 
 def test_every_way_of_naming_no_collection_gives_the_same_not_found(domain: dict[str, Any]) -> None:

@@ -17,24 +17,97 @@ export interface LiveMeta {
   /** Lower-case model label, e.g. "api.task". */
   model?: string;
   id?: string;
+  /** A collection's filter; `{}` for the unfiltered collection (every object the user may see). */
   filter?: Filter;
+  /**
+   * On an event: its position in the target's stream. On a LISTED reply of a collection this socket
+   * subscribes to: the stream position the page reflects (the client dispatches it at that point).
+   */
   seq?: number;
+  /** On an event: the seq of the last event this subscriber was sent, when the server skipped some in
+   * between that it may not see (members of a collection hidden from it). Absent means `seq - 1`. */
+  prev?: number;
   epoch?: string;
   recovered?: boolean;
   /** Serializer fields that changed (UPDATE_* events). */
   changed?: string[];
   /** "revoked" on an UNSUBSCRIBED the server sends by itself. */
   reason?: string;
+  /** On LISTED: the page asked for (absent when the request named none: the first page). */
+  page?: number;
+  /** On LISTED: the query parameters of the request, added by the client (the server does not echo them). */
+  query?: Record<string, string>;
   [key: string]: unknown;
 }
 
-/** A server frame: a Flux Standard Action (SUBSCRIBED, UNSUBSCRIBED, ERROR, UPDATE_*, CREATE_*, DELETE_*). */
+/**
+ * A server frame: a Flux Standard Action. Replies: SUBSCRIBED, UNSUBSCRIBED, RETRIEVED, LISTED, CREATED,
+ * UPDATED, DESTROYED, a custom action's own type, ERROR. Events: UPDATE_*, CREATE_*, DELETE_*, and
+ * application events.
+ */
 export interface ServerAction<P = unknown> {
   type: string;
   payload: P;
   meta: LiveMeta;
   error?: true;
 }
+
+/** A paginated REST list, as DRF's PageNumberPagination (or LimitOffsetPagination) returns it. */
+export interface Page<T> {
+  count: number;
+  next: string | null;
+  previous: string | null;
+  results: T[];
+}
+
+/** A collection in the REST API's list shape: a plain array, or a page when the viewset paginates. */
+export type ListPayload<T> = T[] | Page<T>;
+
+/** The reply to `retrieve()`: the object as `GET` on its detail URL returns it, keyed by `meta.id`. */
+export interface RetrievedAction<T = unknown> extends ServerAction<T> {
+  type: "RETRIEVED";
+  meta: LiveMeta & { request_id: number; model: string; id: string };
+}
+
+/** The reply to `list()`. `meta.seq` and `meta.epoch` when this socket subscribes to the collection. */
+export interface ListedAction<T = unknown> extends ServerAction<ListPayload<T>> {
+  type: "LISTED";
+  meta: LiveMeta & { request_id: number; model: string; filter: Filter };
+}
+
+/** The reply to a write: the REST response body (`null` for DESTROYED). */
+export interface WrittenAction<T = unknown> extends ServerAction<T | null> {
+  type: "CREATED" | "UPDATED" | "DESTROYED";
+  meta: LiveMeta & { request_id: number; model: string };
+}
+
+/** An ERROR frame: `payload.code` is one of the protocol's error codes. */
+export interface ErrorAction extends ServerAction<ErrorPayload> {
+  type: "ERROR";
+  error: true;
+}
+
+export interface ErrorPayload {
+  code: ErrorCode;
+  detail: string;
+  /** With code "invalid": the names of the fields at fault. */
+  fields?: string[];
+  /** With code "invalid": DRF's validation messages, `{field: ["message", ...]}` (nested for nested fields). */
+  errors?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+/** The codes of the server's ERROR frames (docs/protocol.md). */
+export type ErrorCode =
+  | "parse_error"
+  | "invalid"
+  | "unknown_action"
+  | "not_found"
+  | "not_authenticated"
+  | "throttled"
+  | "limit_exceeded"
+  | "not_allowed"
+  | "unavailable";
 
 export interface ConnectionAction {
   type: typeof CONNECTION;
@@ -52,11 +125,20 @@ export interface ResyncAction {
 /** Everything `onAction` listeners receive. */
 export type LiveAction = ServerAction | ConnectionAction | ResyncAction;
 
-/** How a request failed: `code` is a protocol error code, or "timeout", "closed", "unsubscribed". */
+/**
+ * How a request failed: `code` is a protocol error code (ErrorCode), or one of the client's own:
+ * "timeout" (no reply in time), "closed" (the client was closed), "disconnected" (a write or custom
+ * action cut off by a lost connection: it may have run), "unsubscribed" (`ready` of a subscription
+ * given up before its snapshot).
+ */
 export interface LiveError extends Error {
-  code: string;
+  code: ErrorCode | "timeout" | "closed" | "disconnected" | "unsubscribed" | (string & {});
   detail: string;
-  /** Extra fields of the server's ERROR payload, e.g. `fields` with code "invalid". */
+  /** With code "invalid": the names of the fields at fault. */
+  fields?: string[];
+  /** With code "invalid": DRF's validation messages, `{field: ["message", ...]}`. */
+  errors?: Record<string, unknown>;
+  /** Any other field of the server's ERROR payload. */
   [key: string]: unknown;
 }
 
@@ -86,7 +168,8 @@ export interface ConnectOptions {
   token?: string;
   /** The WebSocket constructor (default `globalThis.WebSocket`). */
   WebSocket?: new (url: string) => WebSocketLike;
-  /** Ms to wait for a reply before the request rejects with code "timeout" (default 10000). */
+  /** Ms to wait for a reply before the request rejects with code "timeout" (default 10000); the default
+   * `timeout` of retrieve(), list() and request(). */
   requestTimeout?: number;
   backoff?: BackoffOptions;
   /** A source of numbers in [0, 1) for the jitter (default `Math.random`). */
@@ -113,14 +196,52 @@ export interface Subscription<T = unknown> {
   onEnd(fn: (end: SubscriptionEnd) => void): () => void;
 }
 
+export interface RequestOptions {
+  /** Ms from the call until the promise rejects with code "timeout" (default: the client's requestTimeout). */
+  timeout?: number;
+}
+
+export interface ListOptions extends RequestOptions {
+  /** The collection: declared filter fields to ids. Omitted or `{}`: every object the user may see. */
+  filter?: Filter;
+  /** The page number, as `?page=N` on the REST list (default: the first page). */
+  page?: number;
+  /** Other query parameters of the REST list, e.g. `{search: "docs", ordering: "-id"}`. */
+  query?: Record<string, string>;
+}
+
 export interface LiveClient {
   readonly state: ConnectionState;
   /** Calls `fn` on every state change (not with the current state); returns an unsubscribe function. */
   onState(fn: (state: ConnectionState) => void): () => void;
   /** Calls `fn` with every action to dispatch: pass `store.dispatch`. Returns an unsubscribe function. */
   onAction(fn: (action: LiveAction) => unknown): () => void;
-  /** Subscribe to one object (a hashid) or to a filtered collection; kept across reconnects. */
-  subscribe<T = unknown>(model: string, idOrFilter: string | Filter): Subscription<T>;
+  /**
+   * Subscribe to one object (a hashid), to a filtered collection, or (`{}` or nothing) to every object
+   * of the model the user may see; kept across reconnects.
+   */
+  subscribe<T = unknown>(model: string, idOrFilter?: string | Filter): Subscription<T>;
+  /**
+   * One object, as `GET` on its REST detail URL returns it. Resolves with the RETRIEVED frame, once it
+   * was dispatched. Asked again on the next connection if a disconnect cuts it off.
+   */
+  retrieve<T = unknown>(model: string, id: string, options?: RequestOptions): Promise<RetrievedAction<T>>;
+  /**
+   * A page of a collection, as `GET` on the REST list URL returns it. Resolves with the LISTED frame,
+   * once it was dispatched (at its `meta.seq` in the collection's stream when this client subscribes
+   * to the collection). Asked again on the next connection if a disconnect cuts it off.
+   */
+  list<T = unknown>(model: string, options?: ListOptions): Promise<ListedAction<T>>;
+  /**
+   * Any other request: a write ("create", "update", "partial_update", "destroy") or a custom action;
+   * `body` is the rest of the frame, e.g. `{model, id, data}`. Resolves with the reply frame, once it
+   * was dispatched. Never sent twice: a lost connection rejects it with code "disconnected".
+   */
+  request<T = unknown>(
+    action: string,
+    body?: { model?: string; id?: string; data?: unknown; [key: string]: unknown },
+    options?: RequestOptions,
+  ): Promise<ServerAction<T>>;
   /** Resolves on PONG. */
   ping(): Promise<void>;
   /** Closes the socket (code 1000) for good: state "closed", no reconnect. */

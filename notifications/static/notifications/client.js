@@ -14,6 +14,15 @@ const NORMAL_CLOSURE = 1000;
 // The server closes with 4001 when credentials are missing or revoked: retrying with them is pointless.
 const NOT_AUTHENTICATED_CLOSURE = 4001;
 const DEFAULT_BACKOFF = { initial: 500, max: 30000, factor: 2, jitter: 0.5 };
+// Reads are asked again on the next connection when a disconnect cuts them off; writes and custom
+// actions are not, because the server may have run them before the connection went.
+const READS = new Set(["retrieve", "list"]);
+// Actions whose bookkeeping the client owns: request() would bypass it.
+const OWN_ACTIONS = {
+  subscribe: "subscribe()",
+  unsubscribe: "Subscription.unsubscribe()",
+  authenticate: "the token option",
+};
 
 /** Open a client on `url` (e.g. "wss://example.com/ws/notifications/"); it connects at once. */
 export function connect(url, options = {}) {
@@ -73,20 +82,21 @@ class LiveClient {
     return () => this.#actionListeners.delete(fn);
   }
 
-  subscribe(model, idOrFilter) {
+  subscribe(model, idOrFilter = {}) {
     if (this.#state === "closed") {
       throw new Error("drf-live: subscribe() on a closed client; call connect() for a new one.");
     }
     let where;
     if (typeof idOrFilter === "string") where = { id: idOrFilter };
+    // {} (or nothing) is the unfiltered collection: its replies and events carry `meta.filter: {}`.
     else if (isObject(idOrFilter)) where = { filter: { ...idOrFilter } };
     else {
       throw new TypeError(
-        'drf-live: subscribe(model, idOrFilter) takes a hashid string or a filter object such as {project: "a8Bn2Qz"}.',
+        "drf-live: subscribe(model, idOrFilter) takes a hashid string, a filter object such as " +
+          '{project: "a8Bn2Qz"}, or nothing for every object of the model the user may see.',
       );
     }
-    // The server labels models in lower case ("api.task"); events are routed by that label.
-    const label = String(model).toLowerCase();
+    const label = modelLabel(model);
     const key = targetKey(label, where);
     let target = this.#targets.get(key);
     if (!target) {
@@ -99,6 +109,7 @@ class LiveClient {
         inflight: null, // request_id of the (re)subscribe awaiting its reply
         buffer: [], // events held back until they follow on from seq
         ready: deferred(),
+        held: [], // replies placed in this stream ({reply, settle}), waiting for seq to reach theirs
         handles: new Map(), // Subscription -> its onEnd listeners
         end: null, // {reason, error?} once the server ended it
       };
@@ -125,6 +136,47 @@ class LiveClient {
     if (this.#state === "open") this.#request(frame, handlers);
     else this.#outbox.push({ frame, handlers });
     return pong.promise;
+  }
+
+  /** One object, as GET on its REST detail URL returns it: resolves with the RETRIEVED frame. */
+  retrieve(model, id, { timeout } = {}) {
+    if (typeof id !== "string") {
+      throw new TypeError('drf-live: retrieve(model, id) takes the object\'s id as a string, e.g. "Xk3Lp9q".');
+    }
+    return this.#ask({ action: "retrieve", model: modelLabel(model), id }, timeout);
+  }
+
+  /** A page of a collection, as GET on the REST list URL returns it: resolves with the LISTED frame. */
+  list(model, { filter, page, query, timeout } = {}) {
+    const frame = { action: "list", model: modelLabel(model) };
+    for (const [name, value] of [
+      ["filter", filter],
+      ["query", query],
+    ]) {
+      if (value === undefined) continue;
+      if (!isObject(value)) {
+        throw new TypeError(
+          `drf-live: list(model, {${name}}) takes an object of names to strings, e.g. {project: "a8Bn2Qz"}.`,
+        );
+      }
+      if (Object.keys(value).length > 0) frame[name] = { ...value };
+    }
+    if (page !== undefined) frame.page = page;
+    return this.#ask(frame, timeout);
+  }
+
+  /** Any other request (writes, custom actions): `body` is the rest of the frame, e.g. {model, id, data}. */
+  request(action, body = {}, { timeout } = {}) {
+    if (typeof action !== "string" || action === "") {
+      throw new TypeError('drf-live: request(action, body) takes the action\'s name, e.g. "partial_update".');
+    }
+    if (Object.hasOwn(OWN_ACTIONS, action)) {
+      throw new TypeError(`drf-live: the client sends "${action}" itself; use ${OWN_ACTIONS[action]} instead.`);
+    }
+    if (!isObject(body)) {
+      throw new TypeError("drf-live: request(action, body) takes the rest of the frame as an object.");
+    }
+    return this.#ask({ ...body, action }, timeout);
   }
 
   close() {
@@ -215,7 +267,10 @@ class LiveClient {
     // Quiet rejections: the state change already says why, so nobody must catch each promise.
     for (const entry of this.#takePending()) entry.onClose?.(error);
     for (const { handlers } of this.#outbox.splice(0)) handlers.onClose?.(error);
-    for (const target of this.#targets.values()) rejectQuietly(target.ready, error);
+    for (const target of this.#targets.values()) {
+      this.#releaseHeld(target, Infinity); // their replies came: no stream will place them now
+      rejectQuietly(target.ready, error);
+    }
     this.#targets.clear();
     this.#setState("closed");
   }
@@ -224,20 +279,79 @@ class LiveClient {
 
   #request(frame, handlers) {
     const requestId = this.#nextRequestId++;
-    const timer = this.#setTimeout(() => {
-      this.#pending.delete(requestId);
-      handlers.onError(liveError("timeout", `No reply to "${frame.action}" within ${this.#requestTimeout} ms.`));
-    }, this.#requestTimeout);
+    // A request with a deadline of its own (#ask) is timed from the call, not from each send.
+    const timer = handlers.deadline
+      ? null
+      : this.#setTimeout(() => {
+          this.#pending.delete(requestId);
+          handlers.onError(liveError("timeout", `No reply to "${frame.action}" within ${this.#requestTimeout} ms.`));
+        }, this.#requestTimeout);
     this.#pending.set(requestId, { ...handlers, timer });
+    handlers.onSent?.(requestId);
     this.#socket.send(JSON.stringify({ ...frame, request_id: requestId }));
     return requestId;
+  }
+
+  /**
+   * Send a request for the caller (retrieve, list, request): a promise of its reply frame, dispatched
+   * first. It times out `timeout` ms after the call, however many connections that spans.
+   */
+  #ask(frame, timeout = this.#requestTimeout) {
+    const reply = deferred();
+    if (this.#state === "closed") {
+      reply.reject(liveError("closed", "The client is closed."));
+      return reply.promise;
+    }
+    let requestId = null;
+    const queued = { frame, handlers: null };
+    const deadline = this.#setTimeout(() => {
+      this.#pending.delete(requestId);
+      const at = this.#outbox.indexOf(queued);
+      if (at !== -1) this.#outbox.splice(at, 1);
+      reply.reject(liveError("timeout", `No reply to "${frame.action}" within ${timeout} ms.`));
+    }, timeout);
+    const stop = () => this.#clearTimeout(deadline);
+    queued.handlers = {
+      deadline: true,
+      onSent: (id) => {
+        requestId = id;
+      },
+      onReply: (answer) => {
+        stop();
+        // The server echoes a list's filter and page but not its query, which names another list.
+        if (frame.action === "list" && frame.query && !("query" in answer.meta)) answer.meta.query = { ...frame.query };
+        this.#deliver(answer, () => reply.resolve(answer));
+      },
+      onError: (error) => {
+        stop();
+        reply.reject(error);
+      },
+      onLost: () => {
+        if (READS.has(frame.action)) return this.#outbox.push(queued); // asked again on the next connection
+        stop();
+        reply.reject(
+          liveError("disconnected", `The connection closed before the reply to "${frame.action}"; it may have run.`),
+        );
+      },
+      onClose: (error) => {
+        stop();
+        rejectQuietly(reply, error);
+      },
+    };
+    if (this.#state === "open") this.#request(frame, queued.handlers);
+    else this.#outbox.push(queued);
+    return reply.promise;
   }
 
   #takePending() {
     const entries = [...this.#pending.values()];
     this.#pending.clear();
-    for (const entry of entries) this.#clearTimeout(entry.timer);
+    for (const entry of entries) this.#clearTimer(entry.timer);
     return entries;
+  }
+
+  #clearTimer(timer) {
+    if (timer !== null) this.#clearTimeout(timer);
   }
 
   #onMessage(data) {
@@ -256,7 +370,7 @@ class LiveClient {
     const entry = this.#pending.get(requestId);
     if (!entry) return; // a late reply to a request that timed out or was abandoned
     this.#pending.delete(requestId);
-    this.#clearTimeout(entry.timer);
+    this.#clearTimer(entry.timer);
     if (!frame.error) return entry.onReply(frame);
     const { code = "error", detail = "", ...rest } = isObject(frame.payload) ? frame.payload : {};
     this.#emitAction(frame);
@@ -267,7 +381,7 @@ class LiveClient {
 
   /** Callers make sure no other subscribe of `target` is in flight: #onEvent buffers while one is. */
   #sendSubscribe(target, reason) {
-    const frame = { action: "subscribe", model: target.model, ...target.where };
+    const frame = { action: "subscribe", model: target.model, ...wireWhere(target.where) };
     const resuming = target.seq !== null && target.epoch !== null;
     if (resuming) Object.assign(frame, { since: target.seq, epoch: target.epoch });
     target.inflight = this.#request(frame, {
@@ -292,9 +406,13 @@ class LiveClient {
     if (resyncReason !== null && meta.recovered === true) {
       // Local state stands; the server now replays every event after `since`, which fills any hole
       // left among the buffered ones, so a leftover is no gap yet.
+      this.#releaseHeld(target, target.seq);
       this.#drain(target);
       return;
     }
+    // Held replies belong to the history this snapshot replaces: dispatched before it (and before
+    // RESYNC, which tells reducers to drop what they hold of the collection).
+    this.#releaseHeld(target, Infinity);
     // Buffered seqs from another epoch mean nothing against this snapshot.
     if (target.epoch !== null && meta.epoch !== target.epoch) target.buffer = [];
     target.seq = meta.seq ?? null;
@@ -319,7 +437,7 @@ class LiveClient {
     }
     const { seq } = event.meta;
     if (seq <= target.seq) return; // already applied
-    if (seq > target.seq + 1) {
+    if (previousSeq(event) > target.seq) {
       target.buffer.push(event);
       this.#sendSubscribe(target, "gap");
       return;
@@ -332,15 +450,52 @@ class LiveClient {
   #drain(target) {
     const later = [];
     for (const event of target.buffer.sort((a, b) => a.meta.seq - b.meta.seq)) {
-      if (event.meta.seq === target.seq + 1) this.#apply(target, event);
-      else if (event.meta.seq > target.seq + 1) later.push(event);
+      if (event.meta.seq <= target.seq) continue;
+      if (previousSeq(event) <= target.seq) this.#apply(target, event);
+      else later.push(event);
     }
     target.buffer = later;
   }
 
   #apply(target, event) {
+    this.#releaseHeld(target, event.meta.seq - 1);
     target.seq = event.meta.seq;
     this.#emitAction(event);
+    this.#releaseHeld(target, target.seq);
+  }
+
+  /**
+   * Dispatch a reply, then settle its promise. A reply that carries a `seq` of a target this client
+   * holds (a LISTED page of a subscribed collection) is the collection as of that seq: it is
+   * dispatched at that point of the target's stream, after the events up to it and before the later
+   * ones, so a reducer applies every event to the page exactly once. The server sends it in that
+   * order; the client holds it back only while it is itself behind (a gap, a resubscribe in flight).
+   */
+  #deliver(reply, settle) {
+    const { meta } = reply;
+    const target = typeof meta.seq === "number" ? this.#targets.get(eventKey(meta)) : undefined;
+    if (target && (target.inflight !== null || (meta.epoch === target.epoch && meta.seq > target.seq))) {
+      target.held.push({ reply, settle });
+      return;
+    }
+    this.#emitAction(reply);
+    settle();
+  }
+
+  /** Dispatch the held replies placed at or before `seq`, and those of another history (unplaceable). */
+  #releaseHeld(target, seq) {
+    if (target.held.length === 0) return;
+    const due = [];
+    const later = [];
+    for (const held of target.held) {
+      const { meta } = held.reply;
+      (meta.epoch !== target.epoch || meta.seq <= seq ? due : later).push(held);
+    }
+    target.held = later;
+    for (const { reply, settle } of due) {
+      this.#emitAction(reply);
+      settle();
+    }
   }
 
   /** The server ended the subscription (revoked, or a subscribe failed): no resubscribing. */
@@ -361,7 +516,7 @@ class LiveClient {
     if (this.#state !== "open") return Promise.resolve();
     const done = deferred();
     this.#request(
-      { action: "unsubscribe", model: target.model, ...target.where },
+      { action: "unsubscribe", model: target.model, ...wireWhere(target.where) },
       {
         onReply: (reply) => {
           done.resolve();
@@ -378,10 +533,11 @@ class LiveClient {
 
   #forget(target) {
     this.#targets.delete(target.key);
+    this.#releaseHeld(target, Infinity); // no more events to place them among
     if (target.inflight === null) return;
     const entry = this.#pending.get(target.inflight);
     this.#pending.delete(target.inflight);
-    if (entry) this.#clearTimeout(entry.timer);
+    if (entry) this.#clearTimer(entry.timer);
     target.inflight = null;
   }
 
@@ -433,6 +589,25 @@ class Subscription {
 }
 
 // --- helpers --------------------------------------------------------------------------------------
+
+/**
+ * The seq of the event this one follows on from: `meta.prev` when the server skipped events this
+ * subscriber may not see (members of a collection hidden from it), else the seq just before.
+ */
+function previousSeq(event) {
+  const { seq, prev } = event.meta;
+  return typeof prev === "number" ? prev : seq - 1;
+}
+
+/** The server labels models in lower case ("api.task"); events are routed by that label. */
+function modelLabel(model) {
+  return String(model).toLowerCase();
+}
+
+/** A target as a request names it: the unfiltered collection ({filter: {}}) sends neither id nor filter. */
+function wireWhere(where) {
+  return where.filter && Object.keys(where.filter).length === 0 ? {} : where;
+}
 
 /** The routing key of a target: object targets by id, collections by their filter as canonical JSON. */
 function targetKey(model, where) {

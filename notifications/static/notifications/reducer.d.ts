@@ -25,3 +25,45 @@ export declare function createConnectionReducer(): (
   state: ConnectionState | undefined,
   action: LiveAction | { type: string },
 ) => ConnectionState;
+
+/** One listed collection: the ids of each page held, in the server's order, and its count. */
+export interface ListEntry {
+  filter: Record<string, string>;
+  /** The list's query parameters (a search is a list of its own), or null. */
+  query: Record<string, string> | null;
+  /** The REST `count`, kept live by the collection's events; null when the paginator gives none. */
+  count: number | null;
+  /** The number of the page known to be the last (its `next` was null), or null. */
+  last: number | null;
+  pages: Record<number, string[]>;
+}
+
+/** `state[model][listKey]`: model is the lower-case label; listKey the filter (and query) as canonical JSON. */
+export type ListState = Record<string, Record<string, ListEntry>>;
+
+/** Which list, and which page of it: `filter` defaults to `{}` (the unfiltered collection), `page` to 1. */
+export interface ListSelection {
+  filter?: Record<string, string>;
+  page?: number;
+  query?: Record<string, string> | null;
+}
+
+/** A reducer keeping the pages of collections (SUBSCRIBED, LISTED) and following their events. */
+export declare function createListReducer(
+  options?: LiveReducerOptions,
+): (state: ListState | undefined, action: LiveAction | { type: string }) => ListState;
+
+/** The objects of one listed page, in order, stable while unchanged; undefined when the page is not held. */
+export declare function selectList<T = any>(
+  liveState: LiveState,
+  listState: ListState,
+  model: string,
+  selection?: ListSelection,
+): readonly T[] | undefined;
+
+/** The count of a listed collection, kept live; undefined when unknown. */
+export declare function selectCount(
+  listState: ListState,
+  model: string,
+  selection?: Omit<ListSelection, "page">,
+): number | undefined;
