@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -80,13 +82,20 @@ def _log_file(name: str) -> tuple[Path, IO[bytes]]:
 
 
 class RedisServer:
-    """``redis-server`` without persistence on a free port; restartable on the same port."""
+    """``redis-server`` on a free port; restartable on the same port.
 
-    def __init__(self, port: int | None = None) -> None:
+    Without persistence by default: a restart comes back empty. With
+    ``appendonly=True`` it keeps an append-only file, synced on every write
+    (``--appendfsync always``), in a directory kept across ``stop``/``start``
+    (and ``kill``): a restart comes back with every write it acknowledged.
+    """
+
+    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
         self.executable = require_executable(
             "redis-server", "Install it (`apt-get install redis-server`, `brew install redis`) to run these tests."
         )
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.dir = Path(tempfile.mkdtemp(prefix="drf-live-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path, self._log = _log_file(f"redis-{self.port}")
@@ -107,8 +116,7 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]),
                 "--dir",
                 str(self.dir),
             ],
@@ -211,6 +219,92 @@ def manage(*args: str, env: Mapping[str, str], timeout: float = 60.0) -> str:
     if result.returncode != 0:
         pytest.fail(f"manage.py {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+# What the shell process runs: each stdin line is a JSON string of code, executed in one
+# namespace kept between blocks; the reply line carries the value the code left in `result`.
+_SHELL_LOOP = """
+import json, sys, traceback
+namespace = {}
+for line in sys.stdin:
+    namespace.pop("result", None)
+    try:
+        exec(json.loads(line), namespace)
+        reply = {"ok": True, "result": namespace.get("result")}
+    except BaseException:
+        reply = {"ok": False, "error": traceback.format_exc()}
+    print("drf-live-shell " + json.dumps(reply, default=str), flush=True)
+"""
+_SHELL_REPLY = "drf-live-shell "
+
+
+class Shell:
+    """A ``manage.py shell`` process that runs the code it is sent, one block at a time.
+
+    One Django start-up for many writes from another process: ``run`` executes
+    its code in the process's namespace (kept between blocks, so a block may
+    define what later ones use) and returns what the code left in ``result``.
+    Its stderr (the relay's log lines among them) goes to ``test-output/<name>-*.log``.
+    """
+
+    def __init__(self, env: Mapping[str, str], name: str = "shell") -> None:
+        self.env = dict(env)
+        self.name = name
+        self.process: subprocess.Popen[str] | None = None
+        self.log_path, self._log = _log_file(f"{name}-{uuid.uuid4().hex[:6]}")
+        self._replies: queue.Queue[str | None] = queue.Queue()
+
+    def start(self) -> Shell:
+        self.process = subprocess.Popen(
+            [PYTHON, MANAGE, "shell", "-c", _SHELL_LOOP],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=self.env,
+            cwd=ROOT,
+            text=True,
+        )
+        threading.Thread(target=self._read, name=f"{self.name}-stdout", daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.startswith(_SHELL_REPLY):
+                self._replies.put(line[len(_SHELL_REPLY) :])
+        self._replies.put(None)
+
+    def run(self, code: str, timeout: float = 60.0) -> Any:
+        """Execute ``code`` in the shell; the value it assigned to ``result`` (None if it did not)."""
+        assert self.process is not None and self.process.stdin is not None, "start() the shell first"
+        self.process.stdin.write(json.dumps(code) + "\n")
+        self.process.stdin.flush()
+        try:
+            line = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"The shell did not answer within {timeout} s; see {self.log_path}", pytrace=False)
+        if line is None:
+            pytest.fail(f"The shell exited with {self.process.wait()}; see {self.log_path}", pytrace=False)
+        reply = json.loads(line)
+        if not reply["ok"]:
+            pytest.fail(f"The shell raised:\n{reply['error']}", pytrace=False)
+        return reply["result"]
+
+    async def arun(self, code: str, timeout: float = 60.0) -> Any:
+        """``run`` from a test's event loop (in a thread, so that sockets keep being read)."""
+        return await asyncio.to_thread(self.run, code, timeout)
+
+    def close(self) -> None:
+        """End the process as a command ends (its relay publishes what it holds, then it exits)."""
+        if self.process is not None and self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+        self._log.close()
 
 
 class AsgiServer:

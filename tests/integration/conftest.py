@@ -1,17 +1,27 @@
-"""A real redis-server, a database the server processes share, and ASGI servers using both."""
+"""A real redis-server, a database the server processes share, and ASGI servers using both.
+
+Every process that sweeps drf-live's outbox publishes what it finds to its own
+Redis: processes that share a database must share a Redis, or one of them
+publishes the other's events where nobody listens. A test that runs servers on
+a Redis of its own (to stop or kill it) therefore gets a database of its own
+too (``demo_databases``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-import httpx
 import pytest
 
+from tests.integration.clients import demo_tokens
 from tests.servers import (
-    DEMO_PASSWORD,
     AsgiServer,
     RedisServer,
     ServerDatabase,
+    Shell,
     manage,
     process_env,
 )
@@ -27,16 +37,29 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def server_env(redis_server: RedisServer) -> Iterator[dict[str, str]]:
-    """The environment of every process of the module: a migrated database with the demo data, one Redis."""
-    database = ServerDatabase()
-    try:
-        env = process_env(database.url, redis_server.url)
+def demo_databases() -> Iterator[Callable[[str], dict[str, str]]]:
+    """Makes a migrated database with the demo data, for processes on the Redis at the given URL."""
+    made: list[ServerDatabase] = []
+
+    def make(redis_url: str) -> dict[str, str]:
+        database = ServerDatabase()
+        made.append(database)
+        env = process_env(database.url, redis_url)
         manage("migrate", "--noinput", env=env)
         manage("load_demo", "--quiet", env=env)
-        yield env
+        return env
+
+    try:
+        yield make
     finally:
-        database.drop()
+        for database in made:
+            database.drop()
+
+
+@pytest.fixture(scope="module")
+def server_env(redis_server: RedisServer, demo_databases: Callable[[str], dict[str, str]]) -> dict[str, str]:
+    """The environment of every process of the module: a migrated database with the demo data, one Redis."""
+    return demo_databases(redis_server.url)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +82,69 @@ def asgi_servers(server_env: dict[str, str]) -> Iterator[tuple[AsgiServer, AsgiS
 @pytest.fixture(scope="module")
 def tokens(asgi_servers: tuple[AsgiServer, AsgiServer]) -> dict[str, str]:
     """The demo users' API tokens, from ``POST /api/auth/token/`` (once: password hashing is slow)."""
-    with httpx.Client(base_url=asgi_servers[0].http_url, timeout=10) as http:
-        tokens = {}
-        for name in ("alice", "bob"):
-            response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
-            assert response.status_code == 200, response.text
-            tokens[name] = str(response.json()["token"])
-        return tokens
+    return demo_tokens(asgi_servers[0])
+
+
+@pytest.fixture(scope="module")
+def shell(server_env: dict[str, str]) -> Iterator[Shell]:
+    """A ``manage.py shell`` process on the module's database and Redis: writes from another process."""
+    process = Shell(server_env).start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+# A deployment of its own, for a test that stops or kills its Redis ---------------------
+
+#: Tracebacks a server may log while its Redis is down (a subscribe or a renewal that failed).
+OUTAGE_TRACEBACKS = ("Stream store unavailable", "Could not renew the registrations", "Could not subscribe")
+
+
+@dataclass
+class Deployment:
+    """A Redis, a database with the demo data, two server processes and a shell process, all on them."""
+
+    redis: RedisServer
+    env: dict[str, str]
+    servers: tuple[AsgiServer, AsgiServer]
+    shell: Shell
+    tokens: dict[str, str]
+
+
+@pytest.fixture
+def deployment(demo_databases: Callable[[str], dict[str, str]]) -> Iterator[Callable[..., Deployment]]:
+    """Makes a ``Deployment``; ``appendonly`` for a Redis that persists, ``settings`` for ``DRF_LIVE``.
+
+    When the test is done, the servers must have logged no traceback but those
+    an outage explains (``OUTAGE_TRACEBACKS``).
+    """
+    made: list[Deployment] = []
+
+    def make(name: str, *, appendonly: bool = False, settings: dict[str, Any] | None = None) -> Deployment:
+        redis = RedisServer(appendonly=appendonly).start()
+        env = demo_databases(redis.url)
+        if settings:
+            env = {**env, "DRF_LIVE": json.dumps(settings)}
+        servers = (AsgiServer(env, f"{name}-a"), AsgiServer(env, f"{name}-b"))
+        shell = Shell(env, f"{name}-shell")
+        made.append(Deployment(redis, env, servers, shell, {}))
+        for server in servers:
+            server.spawn()
+        for server in servers:
+            server.wait_ready()
+        shell.start()
+        made[-1].tokens = demo_tokens(servers[0])
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for made_one in made:
+            made_one.shell.close()
+            for server in made_one.servers:
+                server.stop()
+            made_one.redis.close()
+    for made_one in made:
+        for server in made_one.servers:
+            server.assert_only_expected_tracebacks(*OUTAGE_TRACEBACKS)
