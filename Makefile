@@ -1,4 +1,7 @@
 # The two commands of the README: `make run` (the demo) and `make test` (the suite).
+# `make run` serves as docs/deployment.md advises: a request's headers (the WebSocket handshake's too)
+# must arrive within --timeout-keep-alive seconds (notifications/handshake.py), a WebSocket that stops
+# answering pings is closed after --ws-ping-interval + --ws-ping-timeout.
 PORT ?= 8000
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +26,9 @@ run: $(STAMP)
 	$(PY) manage.py load_demo --port $(PORT)
 	@echo "Open http://127.0.0.1:$(PORT)/ and sign in as alice, bob or carol (password demo-password); Ctrl-C stops the server."
 	$(PY) -m uvicorn project.asgi:application --host 127.0.0.1 --port $(PORT) \
-		--ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false
+		--ws websockets-sansio --ws-max-size 65536 --ws-per-message-deflate false \
+		--http notifications.handshake:HttpProtocol --timeout-keep-alive 5 \
+		--ws-ping-interval 20 --ws-ping-timeout 20
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -349,6 +349,11 @@ class ServerKind:
             "--timeout-graceful-shutdown",
             "2",
         ]
+        if self.protocol == "drf-live":
+            # As `make run` serves drf-live (and the REST API it is compared with):
+            # a deadline for request headers, WebSocket pings.
+            argv += ["--http", "notifications.handshake:HttpProtocol", "--timeout-keep-alive", "5"]
+            argv += ["--ws-ping-interval", "20", "--ws-ping-timeout", "20"]
         if self.workers > 1:
             argv += ["--workers", str(self.workers)]
         return argv

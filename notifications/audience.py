@@ -164,14 +164,15 @@ def _decide_member(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
             audience: frames.event_prefix(registration.get_event_type("create"), payload, meta)
             for audience, payload in payloads.items()
         }
-        variants["update"] = {
-            audience: frames.event_prefix(
-                registration.get_event_type("update"),
-                payload,
-                {**meta, "changed": _visible_changes(unit.changed, payload)},
-            )
-            for audience, payload in payloads.items()
-        }
+        # A member the client holds changes only if a field its payload shows did; one it does
+        # not hold yet enters as a create whatever changed.
+        variants["update"] = {}
+        for audience, payload in payloads.items():
+            changed = _visible_changes(unit.changed, payload)
+            if changed:
+                variants["update"][audience] = frames.event_prefix(
+                    registration.get_event_type("update"), payload, {**meta, "changed": changed}
+                )
         gone = {"id": unit.object_id}
         variants["delete"] = {"*": frames.event_prefix(registration.get_event_type("delete"), gone, meta)}
     if not shown and not denied:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 
 if TYPE_CHECKING:
@@ -34,7 +35,15 @@ class Before:
     touched: list[list[Any]] = field(default_factory=list)
 
     @classmethod
-    def of(cls, registration: Registration, instance: models.Model, update_fields: Iterable[str] | None) -> Before:
+    def of(
+        cls,
+        registration: Registration,
+        instance: models.Model,
+        update_fields: Iterable[str] | None,
+        *,
+        using: str = DEFAULT_DB_ALIAS,
+    ) -> Before:
+        """Called in the save's transaction, before the row is written."""
         if instance._state.adding:
             return cls(adding=True)
         changed = registration.changed_fields(instance)
@@ -43,6 +52,8 @@ class Before:
             by_attname = {getattr(field, "attname", field.name): field.name for field in instance._meta.concrete_fields}
             names = {by_attname.get(name, name) for name in update_fields}
             changed = [name for name in changed if name in names]
+        elif not changed:
+            return cls.against_row(registration, instance, using)
         if not changed:
             return cls(adding=False)
         return cls(
@@ -51,6 +62,56 @@ class Before:
             previous=registration.previous_filter_values(instance),
             revoked=[str(pk) for pk in registration.revoked_users(instance)],
             touched=registration.touched_by_save(instance, changed, previous=True),
+        )
+
+    @classmethod
+    def against_row(cls, registration: Registration, instance: models.Model, using: str) -> Before:
+        """A full save its tracker sees no change in, compared with the row itself.
+
+        The instance may have been loaded before another process committed: a
+        full save then writes its old values back, and only the row can tell.
+        One query, for the saves the tracker calls unchanged; the row stays
+        locked until the save commits where the database can lock rows.
+        """
+        concrete: list[Any] = [
+            field
+            for field in (instance._meta.get_field(name) for name in registration.get_tracked_fields())
+            if isinstance(field, models.Field) and not field.many_to_many
+        ]
+        rows = registration.model._base_manager.using(using).filter(pk=instance.pk)
+        if transaction.get_connection(using).features.has_select_for_update:
+            rows = rows.select_for_update()
+        row = rows.values(*[field.attname for field in concrete]).first()
+        if row is None:
+            return cls(adding=False)
+        changed = [field for field in concrete if row[field.attname] != getattr(instance, field.attname)]
+        if not changed:
+            return cls(adding=False)
+        names = [field.name for field in changed]
+        user_model = get_user_model()
+        return cls(
+            adding=False,
+            changed=names,
+            previous={
+                field.name: registration.wire_value(field.name, row[field.attname])
+                for field in changed
+                if field.name in registration.filter_fields
+            },
+            revoked=[
+                str(row[field.attname])
+                for field in changed
+                if field.name in registration.access_fields
+                and field.related_model is user_model
+                and row[field.attname] is not None
+            ],
+            touched=[
+                wire
+                for touch in registration.touches
+                for field in changed
+                if field.name == touch.field and field.many_to_one and set(touch.when) & set(names)
+                for wire in [registration.touched_wire_id(touch, row[field.attname])]
+                if wire is not None
+            ],
         )
 
 

@@ -78,6 +78,41 @@ DEFAULTS: dict[str, Any] = {
     # Seconds the relay may wait for, and hold, one stream while it decides an
     # event (another process is deciding one for the same target).
     "CLAIM_TIMEOUT": 10.0,
+    # The edges (docs/security.md lists each with its close code) ------------
+    # Budget of each action per socket, {"action": [rate per second, burst]},
+    # merged over notifications.limits.DEFAULT_ACTION_BUDGETS (ping 2/20,
+    # unsubscribe 20/50, authenticate 0.2/3, "*" 5/20 for any other action;
+    # subscribe: SUBSCRIBE_RATE/SUBSCRIBE_BURST). Over budget answers
+    # `throttled`, which counts as an error (ERROR_BURST, then 4008).
+    "ACTION_BUDGETS": {},
+    # Sockets not authenticated (yet) in one process, and from one client
+    # address; past either the handshake is refused (HTTP 429). None: no cap.
+    "MAX_UNAUTHENTICATED_SOCKETS": 100,
+    "MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 10,
+    # The client address is the ASGI scope's "client" (what the ASGI server
+    # says, e.g. after uvicorn's --forwarded-allow-ips). Name a header here
+    # (e.g. "X-Real-IP") only if your proxy sets it and clients cannot reach
+    # the server around the proxy; its last comma-separated value is used.
+    "CLIENT_ADDRESS_HEADER": None,
+    # Failed authentications one socket may make (wrong tokens in
+    # `authenticate` frames); the last one closes it with 4008.
+    "MAX_AUTH_FAILURES": 3,
+    # Failed authentications per client address and process (token bucket:
+    # rate per second, burst); past it no token from that address is looked
+    # up: a token header is refused (HTTP 429), an `authenticate` frame closes
+    # the socket with 4008.
+    "AUTH_FAILURE_RATE": 0.1,
+    "AUTH_FAILURE_BURST": 20,
+    # Seconds between re-validations of a session socket's session (deleted,
+    # expired, auth hash changed: closed with 4001), a backstop for what no
+    # signal reports (cache or file sessions, QuerySet.update). None: never.
+    "SESSION_RECHECK_INTERVAL": 300.0,
+    # Client-caused messages of the ASGI server's log ("uvicorn.error":
+    # invalid UTF-8, malformed requests, failed handshakes): at most
+    # LOG_ABUSE_BURST lines per message per LOG_ABUSE_INTERVAL seconds, without
+    # traceback; the rest are counted in the next line. None: no limit.
+    "LOG_ABUSE_BURST": 10,
+    "LOG_ABUSE_INTERVAL": 60.0,
 }
 
 

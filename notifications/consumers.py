@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import weakref
 from collections.abc import Awaitable
 from typing import Any
 
@@ -13,14 +15,14 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import actions as viewset_actions
-from . import delivery, frames
-from .auth import authenticate_token, header
+from . import delivery, frames, sessions
+from .auth import authenticate_token, client_address, header
 from .conf import live_settings
 from .delivery import REVOKE, Subscription, Verdict
 from .exceptions import RequestError, Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
-from .limits import TokenBucket, sockets_per_user
+from .limits import ActionBudgets, TokenBucket, auth_failures, sockets_per_user
 from .outgoing import Outgoing
 from .registration import default_host
 from .registry import Registry, site
@@ -70,8 +72,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.auth_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.counted_user: Any = None
-        self.subscribe_bucket = TokenBucket(live_settings.SUBSCRIBE_RATE, live_settings.SUBSCRIBE_BURST)
+        # Every action's budget, subscribe's included, is checked in receive();
+        self.budgets = ActionBudgets()
         self.error_bucket = TokenBucket(live_settings.ERROR_RATE, live_settings.ERROR_BURST)
+        self.auth_failures = 0
         # Events held while access is being re-checked (None: none is).
         self.held: list[tuple[str, dict[str, Any], int | None]] | None = None
         self.rechecks = 0
@@ -122,6 +126,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
             await self.login(user, self.scope.get("drf_live_credentials"))
+            await self.watch_session()
         elif not live_settings.ALLOW_ANONYMOUS:
             self.auth_timer = asyncio.get_running_loop().call_later(
                 float(live_settings.AUTH_TIMEOUT), self._auth_timed_out
@@ -255,6 +260,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 method = "viewset_request"  # a registration's own action (its custom_actions)
             if method is None:
                 raise RequestError("unknown_action")
+            if not self.budgets.take(action):
+                raise RequestError("throttled")
             if action not in {"authenticate", "ping"} and self.user is None:
                 raise RequestError("not_authenticated")
             await getattr(self, method)(content, request_id)
@@ -299,17 +306,74 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         key = content.get("token")
         if not isinstance(key, str) or not key or len(key) > 200:
             raise RequestError("invalid", "Send the API token in `token`.", fields=["token"])
+        address = self.scope.get("drf_live_address") or client_address(self.scope)
+        if not auth_failures.allows(address):
+            # This address guessed too often: no token of it is looked up for a while.
+            await self.end(CloseCode.FLOOD)
+            return
         user = await authenticate_token(key)
         if user is None:
+            if self.failed_authentication(address):
+                await self.end(CloseCode.FLOOD)
+                return
             raise RequestError("not_authenticated", "Invalid token.")
         if self.is_authenticated and user.pk != self.user.pk:
             raise RequestError("invalid", "This socket is authenticated as another user already.", fields=["token"])
         await self.login(user, ("token", key))
+        stranger = self.scope.get("drf_live_stranger")
+        if stranger is not None:
+            stranger.release()  # No longer counted among the unauthenticated sockets.
         await self.send_frame(frames.reply("AUTHENTICATED", {"user": str(user.pk)}, request_id))
 
+    def failed_authentication(self, address: str) -> bool:
+        """Count a wrong token against the socket and its address; True when the socket must close."""
+        auth_failures.spend(address)
+        self.auth_failures += 1
+        return self.auth_failures >= int(live_settings.MAX_AUTH_FAILURES)
+
+    # Session sockets ----------------------------------------------------------
+
+    async def watch_session(self) -> None:
+        """A session socket also closes when its user's session auth hash changes, and re-checks its session."""
+        credentials = self.scope.get("drf_live_credentials")
+        if self.closed or credentials is None or credentials[0] != "session":
+            return
+        key = sessions.user_key(self.user)
+        if key not in self.credential_keys:
+            self.credential_keys.append(key)
+            try:
+                await self.hub.attach(key, self)
+            except Exception as exc:
+                self.hub_lost(key, exc)
+                return
+        self.schedule_session_check()
+
+    def schedule_session_check(self) -> None:
+        interval = live_settings.SESSION_RECHECK_INTERVAL
+        if interval is None or self.closed:
+            return
+        # Spread: sockets opened together do not re-check together. A weak
+        # reference: the timer does not keep a closed socket's consumer alive.
+        delay = float(interval) * random.uniform(0.75, 1.0)
+        asyncio.get_running_loop().call_later(delay, _session_check_due, weakref.ref(self))
+
+    async def check_session(self) -> None:
+        """Close with 4001 if Django would no longer accept this socket's session cookie."""
+        credentials = self.scope.get("drf_live_credentials")
+        if self.closed or credentials is None:
+            return
+        try:
+            valid = await sessions.still_valid(credentials[1], self.user)
+        except Exception:
+            # The database or session store failed: the socket stays, and tries again later.
+            logger.warning("Could not re-validate a session socket", exc_info=True)
+            valid = True
+        if valid:
+            self.schedule_session_check()
+        else:
+            await self.end(CLOSE_NOT_AUTHENTICATED)
+
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
-        if not self.subscribe_bucket.take():
-            raise RequestError("throttled")
         data = await self.validate(SubscriptionSerializer, content)
         target: Target = data["target"]
         if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
@@ -483,8 +547,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def viewset_request(self, content: dict[str, Any], request_id: Any) -> None:
         action = content["action"]
-        if not self.subscribe_bucket.take():
-            raise RequestError("throttled")
         registration = self.registry.get_by_label(content.get("model"))
         if registration is None:
             raise RequestError("not_found")
@@ -635,3 +697,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             for subscription in subscriptions
             if not subscription.registration.is_visible(self.user, subscription.target, host=self.host)
         ]
+
+
+def _session_check_due(ref: weakref.ReferenceType[NotificationConsumer]) -> None:
+    consumer = ref()
+    if consumer is not None and not consumer.closed:
+        consumer.spawn(consumer.check_session())

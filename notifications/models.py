@@ -32,8 +32,8 @@ class LiveModel(models.Model):
         from . import changes
 
         using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        before = changes.Before.of(registration, self, kwargs.get("update_fields"))
         with transaction.atomic(using=using, savepoint=False):
+            before = changes.Before.of(registration, self, kwargs.get("update_fields"), using=using)
             super().save(*args, **kwargs)
             if before.adding or before.changed:
                 changes.record_save(registration, self, before, using=using)

@@ -7,9 +7,9 @@ from typing import Any
 
 from django.contrib.auth import get_user_model, user_logged_out
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
+from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
-from . import changes
+from . import changes, sessions
 from .registry import Registry
 from .targets import session_group, token_group, user_group
 
@@ -182,8 +182,8 @@ def _through(registration: Any, name: str) -> type:
     return registration.model._meta.get_field(name).remote_field.through
 
 
-# Credentials: a revoked token, a deactivated user or a logout closes the sockets
-# that relied on them (close code 4001).
+# Credentials: a revoked token, a deactivated user, a logout, a deleted session or a
+# changed session auth hash (password) closes the sockets that relied on them (4001).
 
 _credentials_connected = False
 
@@ -201,6 +201,12 @@ def _connect_credentials() -> None:
     pre_delete.connect(_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="drf-live-user-deleted")
     if apps.is_installed("rest_framework.authtoken"):
         post_delete.connect(_token_deleted, sender="authtoken.Token", dispatch_uid="drf-live-token-deleted")
+    # Sessions (notifications/sessions.py): the rows of database-backed engines, and the auth hash.
+    session_model = sessions.session_model()
+    if session_model is not None:
+        post_delete.connect(_session_deleted, sender=session_model, dispatch_uid="drf-live-session-deleted")
+    post_init.connect(_user_loaded, sender=settings.AUTH_USER_MODEL, dispatch_uid="drf-live-user-loaded")
+    post_save.connect(_auth_hash_changed, sender=settings.AUTH_USER_MODEL, dispatch_uid="drf-live-user-auth-hash")
 
 
 def _close_on_commit(key: str, code: int = CLOSE_REVOKED, using: str | None = None) -> None:
@@ -225,3 +231,20 @@ def _logged_out(sender: type, request: Any, user: Any, **kwargs: Any) -> None:
     session_key = getattr(getattr(request, "session", None), "session_key", None)
     if session_key:
         _close_on_commit(session_group(session_key))
+
+
+def _session_deleted(sender: type, instance: Any, **kwargs: Any) -> None:
+    _close_on_commit(session_group(instance.session_key))
+
+
+def _user_loaded(sender: type, instance: Any, **kwargs: Any) -> None:
+    sessions.remember_loaded(instance)
+
+
+def _auth_hash_changed(sender: type, instance: Any, **kwargs: Any) -> None:
+    # A password change (set_password() and save()): the sessions authenticated
+    # under the former hash are no longer valid, as Django's get_user() finds.
+    key = sessions.replaced_key(instance)
+    if key is not None:
+        _close_on_commit(key)
+    sessions.remember_loaded(instance)

@@ -158,7 +158,7 @@ class Registration:
         if instance is None:
             return {}
         return {
-            name: self._wire_value(name, getattr(instance, self._field(name).attname)) for name in self.filter_fields
+            name: self.wire_value(name, getattr(instance, self._field(name).attname)) for name in self.filter_fields
         }
 
     def previous_filter_values(self, instance: models.Model) -> dict[str, str | None]:
@@ -168,12 +168,13 @@ class Registration:
             return {}
         instance_tracker = getattr(instance, tracker.name)
         return {
-            name: self._wire_value(name, instance_tracker.previous(name))
+            name: self.wire_value(name, instance_tracker.previous(name))
             for name in self.filter_fields
             if name in tracker.fields and instance_tracker.has_changed(name)
         }
 
-    def _wire_value(self, name: str, raw: Any) -> str | None:
+    def wire_value(self, name: str, raw: Any) -> str | None:
+        """The wire id of the object the foreign key ``name`` holds (``raw``: a pk or an object)."""
         if raw is None:
             return None
         if isinstance(raw, models.Model):
@@ -374,7 +375,7 @@ class Registration:
                 value = tracker.previous(touch.field)
             else:
                 value = getattr(instance, field.attname)  # type: ignore[union-attr]
-            wire = self._touched_wire_id(touch, value)
+            wire = self.touched_wire_id(touch, value)
             if wire is not None:
                 touched.append(wire)
         return touched
@@ -385,7 +386,7 @@ class Registration:
             wire
             for touch in self.touches
             if touch.field == name
-            for wire in (self._touched_wire_id(touch, pk) for pk in pks)
+            for wire in (self.touched_wire_id(touch, pk) for pk in pks)
             if wire is not None
         ]
 
@@ -398,10 +399,10 @@ class Registration:
                 values: Iterable[Any] = getattr(instance, touch.field).values_list("pk", flat=True)
             else:
                 values = [getattr(instance, field.attname)]  # type: ignore[union-attr]
-            touched.extend(wire for wire in (self._touched_wire_id(touch, value) for value in values) if wire)
+            touched.extend(wire for wire in (self.touched_wire_id(touch, value) for value in values) if wire)
         return touched
 
-    def _touched_wire_id(self, touch: Touch, value: Any) -> list[Any] | None:
+    def touched_wire_id(self, touch: Touch, value: Any) -> list[Any] | None:
         if value is None:
             return None
         if isinstance(value, models.Model):

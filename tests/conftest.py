@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from rest_framework.authtoken.models import Token
 
+from notifications import limits
 from notifications.relay import relay
 from notifications.streams import reset_store
 
@@ -29,6 +30,14 @@ def fresh_store(request: pytest.FixtureRequest) -> Iterator[None]:
     relay.stop_sweeping()
     relay.flush(timeout=10)
     reset_store()
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits() -> Iterator[None]:
+    """Every test starts with no unauthenticated socket counted and every address's budgets full."""
+    limits.reset()
+    yield
+    limits.reset()
 
 
 @pytest.fixture

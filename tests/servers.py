@@ -32,6 +32,8 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 MANAGE = str(ROOT / "manage.py")
 
 STARTUP_TIMEOUT = 30.0
+# Seconds a connection has to send its request headers (and to stay idle between requests).
+KEEP_ALIVE_TIMEOUT = 5
 DEMO_PASSWORD = "demo-password"  # the password `manage.py load_demo` gives its users
 STOP_TIMEOUT = 10.0
 
@@ -344,6 +346,15 @@ class AsgiServer:
                 "websockets-sansio",
                 "--ws-per-message-deflate",
                 "false",
+                # As `make run`: a deadline for the request headers (half-open handshakes), pings.
+                "--http",
+                "notifications.handshake:HttpProtocol",
+                "--timeout-keep-alive",
+                str(KEEP_ALIVE_TIMEOUT),
+                "--ws-ping-interval",
+                "20",
+                "--ws-ping-timeout",
+                "20",
                 "--timeout-graceful-shutdown",
                 "3",
                 *self.extra_args,

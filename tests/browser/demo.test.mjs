@@ -449,7 +449,9 @@ function demoPageTests() {
   async function startServer() {
     const child = start(
       PYTHON,
-      ["-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", String(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false"],
+      // As `make run` serves it (a deadline for request headers, WebSocket pings).
+      ["-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", String(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
+        "--http", "notifications.handshake:HttpProtocol", "--timeout-keep-alive", "5", "--ws-ping-interval", "20", "--ws-ping-timeout", "20"],
       "server",
     );
     await waitForPort(port, child);

@@ -51,14 +51,22 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True), pytest.
 PATH = "/ws/notifications/"
 ERROR_CODES = {
     "parse_error", "invalid", "unknown_action", "not_found", "not_authenticated", "throttled", "limit_exceeded",
+    "not_allowed",
 }  # fmt: skip
-REPLY_TYPES = {"SUBSCRIBED", "UNSUBSCRIBED", "PONG", "AUTHENTICATED"}
+REPLY_TYPES = {"SUBSCRIBED", "UNSUBSCRIBED", "PONG", "AUTHENTICATED", "RETRIEVED", "LISTED"}
 CLOSE_CODES = {1009, 4001, 4008, 4029}
 MODELS = {"api.user": "users", "api.project": "projects", "api.task": "tasks"}
-# Subscribes are validated, not throttled, and the unauthenticated socket waits:
-# these limits have tests of their own (tests/notifications/test_limits.py).
-# Errors keep their defaults, so a socket may be closed for flooding (4008).
-FUZZ_SETTINGS = {"SUBSCRIBE_BURST": 10**9, "AUTH_TIMEOUT": 3600}
+# Requests are validated, not throttled (every frame is followed by a ping), the
+# address may keep guessing tokens, and the unauthenticated socket waits: these
+# limits have tests of their own (tests/notifications/test_limits.py). Errors
+# and a socket's wrong tokens keep their defaults, so a socket may be closed for
+# flooding (4008).
+FUZZ_SETTINGS = {
+    "SUBSCRIBE_BURST": 10**9,
+    "ACTION_BUDGETS": {action: [1, 10**9] for action in ("ping", "unsubscribe", "authenticate", "*")},
+    "AUTH_FAILURE_BURST": 10**9,
+    "AUTH_TIMEOUT": 3600,
+}
 
 
 # References to the world's ids and tokens, resolved when an example is sent ------------
@@ -90,7 +98,10 @@ LABELS = [
     "auth.user", "auth.permission", "authtoken.token", "sessions.session", "contenttypes.contenttype",
     "api", "api.", "", ".", "api.task.x", "api.nope", "notifications.registration",
 ]  # fmt: skip
-ACTIONS = ["subscribe", "unsubscribe", "ping", "authenticate", "Subscribe", "", "update", "delete", "create", "recheck"]
+ACTIONS = [
+    "subscribe", "unsubscribe", "ping", "authenticate", "retrieve", "list", "Subscribe", "", "update",
+    "partial_update", "destroy", "delete", "create", "recheck",
+]  # fmt: skip
 FILTER_KEYS = ["project", "id", "title", "assignee", "owner", "members", "project__owner", "pk"]
 
 scalars = (
@@ -224,6 +235,10 @@ def world(domain: dict[str, Any], make_user: Any) -> World:
                     response = client.get("/api/tasks/", {"project": str(pk)})
                     assert response.status_code == 200, response.content
                     collections[(str(user.pk), str(pk))] = response.json()
+            # The unfiltered collection: every object of the model the user sees, the REST list.
+            response = client.get(f"/api/{MODELS[label]}/")
+            assert response.status_code == 200, response.content
+            collections[(str(user.pk), label)] = response.json()
     assert ("api.task", wire["hidden"]) not in visible[wire["alice"]]
     assert ("api.user", wire["dave"]) not in visible[wire["alice"]]
     token_users = {key: str(users[name].pk) for name, key in tokens.items() if users[name].is_active}
@@ -365,6 +380,16 @@ class Harness:
         elif reply["type"] == "UNSUBSCRIBED":
             # Echoes the target the client named, carries nothing, and no revocation happens here.
             assert reply["payload"] is None and "reason" not in meta, reply
+        elif reply["type"] == "RETRIEVED":
+            # Only what the user may see, exactly as the REST API shows it to them.
+            user, model = socket.user, meta.get("model")
+            assert user is not None and (model, meta.get("id")) in self.world.visible[user], reply
+            assert reply["payload"] == self.world.rest[(user, model, meta["id"])], reply
+        elif reply["type"] == "LISTED":
+            user, model = socket.user, meta.get("model")
+            assert user is not None and model in MODELS, reply
+            items = reply["payload"]["results"] if isinstance(reply["payload"], dict) else reply["payload"]
+            assert all((model, item["id"]) in self.world.visible[user] for item in items), reply
         else:
             self.check_subscribed(reply, socket)
 
@@ -375,7 +400,9 @@ class Harness:
         model = meta.get("model")
         assert model in MODELS, reply
         assert isinstance(meta.get("seq"), int) and isinstance(meta.get("epoch"), str), reply
-        if "filter" in meta:
+        if meta.get("filter") == {}:
+            expected = self.world.collections[(user, model)]
+        elif "filter" in meta:
             assert model == "api.task" and set(meta["filter"]) == {"project"}, reply
             project = meta["filter"]["project"]
             assert ("api.project", project) in visible, f"{user} may not see project {project}: {reply}"

@@ -4,9 +4,10 @@ One server process for the module, started as ``make run`` starts it
 (``--ws-max-size 65536``) with ``DRF_LIVE`` set so that each defence shows in
 a short test: ``SEND_TIMEOUT`` of 1 s (slow consumers), a ``MAX_FRAME_BYTES``
 above the ASGI server's limit (so a 1009 can only come from uvicorn), and an
-``ERROR_BURST`` high enough that a 3,000-frame flood is handled frame by frame
-rather than cut short with 4008 (which tests/notifications/test_limits.py
-proves on its own).
+``ERROR_BURST`` (with action budgets and failed-authentication limits) high
+enough that a 3,000-frame flood is handled frame by frame rather than cut short
+with ``throttled`` and 4008 (which tests/notifications/test_limits.py and
+tests/integration/test_edges.py prove on their own).
 """
 
 from __future__ import annotations
@@ -41,7 +42,16 @@ from tests.servers import (
 pytestmark = pytest.mark.e2e
 
 ASGI_MAX_SIZE = 65536
-SERVER_SETTINGS = {"SEND_TIMEOUT": 1, "MAX_FRAME_BYTES": 1048576, "ERROR_BURST": 100000}
+SERVER_SETTINGS = {
+    "SEND_TIMEOUT": 1,
+    "MAX_FRAME_BYTES": 1048576,
+    "ERROR_BURST": 100000,
+    # The flood's pings, unsubscribes and wrong tokens are answered one by one too
+    # (these budgets have tests of their own, in test_edges.py).
+    "ACTION_BUDGETS": {action: [1, 100000] for action in ("ping", "unsubscribe", "authenticate", "*")},
+    "MAX_AUTH_FAILURES": 100000,
+    "AUTH_FAILURE_BURST": 100000,
+}
 FLOOD_FRAMES = 3000
 # `not_allowed`: the socket writes (`create`, `update`, ...) the example domain does not enable.
 FLOOD_ERRORS = {

@@ -276,17 +276,9 @@ async def test_changed_names_only_the_fields_each_user_can_see(
             await receive_nothing(ann_socket.ws)
 
 
-EMPTY_UPDATE_BUG = (
-    "A collection member that is re-decided without a visible change (a `touch` with no derived field: x left "
-    "a project bob is not in) reaches a subscriber who holds it as UPDATE_* with meta.changed [] "
-    "(audience._decide_member encodes the update variant for every audience, where _decide_object drops "
-    "audiences whose visible changes are empty); docs/delivery.md: an audience for which nothing visible "
-    "changed gets no event."
-)
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(strict=True, reason=EMPTY_UPDATE_BUG)
 async def test_a_change_of_who_sees_a_user_sends_nothing_to_those_who_still_see_the_same(
     asgi_servers: tuple[AsgiServer, AsgiServer], tokens: dict[str, str], shell: Shell
 ) -> None:

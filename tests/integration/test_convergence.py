@@ -110,17 +110,9 @@ async def test_concurrent_writers_on_one_row_leave_every_subscriber_on_the_datab
     print(f"\nconvergence: {len(titles)} events for {3 * WRITES} writes; last {titles[-3:]} -> {expected_row['title']}")
 
 
-STALE_SAVE_BUG = (
-    "LiveModel.save() records a change only for the fields its FieldTracker says changed, compared with the "
-    "values the instance was loaded with, not with the row: save() of an instance loaded before another "
-    "process's commit writes every column back, so it silently reverts that commit's tracked fields (here "
-    "`done`) with no outbox row and no event, and every subscriber keeps the reverted state (docs/delivery.md, "
-    "Order: the last event carries a state at least as new as the last commit)."
-)
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(strict=True, reason=STALE_SAVE_BUG)
 async def test_a_save_of_an_object_loaded_before_another_commit_leaves_subscribers_on_the_row(
     asgi_servers: tuple[AsgiServer, AsgiServer], tokens: dict[str, str], shell: Shell
 ) -> None:

@@ -44,18 +44,25 @@ async def connect() -> AsyncIterator[Connect]:
     """Open sockets on ``/ws/notifications/`` through the full stack (auth middleware included).
 
     ``await connect(token=key)`` sends ``Authorization: Token <key>``; ``headers``
-    adds raw handshake headers; ``accepted=False`` expects the handshake to be
-    refused. Every socket is disconnected and the channel layer flushed afterwards.
+    adds raw handshake headers; ``client`` is the scope's client address;
+    ``accepted=False`` expects the handshake to be refused. Every socket is
+    disconnected and the channel layer flushed afterwards.
     """
     opened: list[WebsocketCommunicator] = []
 
     async def open_socket(
-        *, token: str | None = None, headers: Sequence[tuple[bytes, bytes]] = (), accepted: bool = True
+        *,
+        token: str | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        accepted: bool = True,
+        client: tuple[str, int] | None = None,
     ) -> WebsocketCommunicator:
         all_headers = list(headers)
         if token is not None:
             all_headers.append((b"authorization", f"Token {token}".encode()))
         communicator = WebsocketCommunicator(websocket_application(), PATH, headers=all_headers)
+        if client is not None:
+            communicator.scope["client"] = client  # read when the application starts, at connect()
         opened.append(communicator)
         connected, _detail = await communicator.connect()
         assert connected is accepted, f"expected the handshake to be {'accepted' if accepted else 'refused'}"

@@ -8,9 +8,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
+from django.http import HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.test import Client, override_settings
 
-from notifications.auth import origin_allowed, token_from_header
+from notifications.auth import client_address, origin_allowed, token_from_header
 
 ALLOWED = {"ALLOWED_HOSTS": ["app.test", ".corp.test"], "CSRF_TRUSTED_ORIGINS": []}
 
@@ -45,33 +47,50 @@ def test_token_from_header_reads_only_the_token_keyword(value, key):
     assert token_from_header(value) == key
 
 
-# origin_allowed ---------------------------------------------------------------------------
+# origin_allowed: Django's CSRF Origin rule -------------------------------------------------
+
+
+def handshake(host: str | None = "app.test", scheme: str = "ws", **headers: str) -> dict[str, Any]:
+    """The scope of a handshake to ``host`` over ``scheme``, with more headers (``x_forwarded_proto=...``)."""
+    raw = [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+    if host is not None:
+        raw.insert(0, (b"host", host.encode()))
+    return {"type": "websocket", "scheme": scheme, "server": ("10.0.0.9", 8000), "headers": raw}
 
 
 @pytest.mark.parametrize(
-    ("origin", "allowed"),
+    ("scheme", "host", "origin", "allowed"),
     [
-        ("https://app.test", True),
-        ("http://app.test", True),
-        ("https://app.test:8443", True),
-        ("https://corp.test", True),
-        ("https://intranet.corp.test:8000", True),
-        ("https://evil.example", False),
-        ("https://app.test.evil.example", False),
-        ("https://evilapp.test", False),
-        ("https://evilcorp.test", False),
-        ("ftp://app.test", False),
-        ("ws://app.test", False),
-        ("file://app.test", False),
-        ("null", False),
-        ("", False),
-        ("app.test", False),
-        ("https://", False),
+        ("ws", "app.test", "http://app.test", True),
+        ("ws", "app.test", "https://app.test", False),  # another scheme is another origin
+        ("wss", "app.test", "https://app.test", True),
+        ("wss", "app.test", "http://app.test", False),
+        ("ws", "app.test:8000", "http://app.test:8000", True),
+        ("ws", "app.test:8000", "http://app.test:9999", False),  # another port too
+        ("ws", "app.test:8000", "http://app.test", False),
+        ("ws", "app.test", "http://app.test:80", False),  # Django compares the strings
+        ("ws", "intranet.corp.test", "http://intranet.corp.test", True),
+        ("ws", "app.test", "http://intranet.corp.test", False),  # allowed host, but not this one
+        ("ws", "app.test", "https://evil.example", False),
+        ("ws", "app.test", "http://app.test.evil.example", False),
+        ("ws", "evil.example", "http://evil.example", False),  # a Host outside ALLOWED_HOSTS
+        ("ws", None, "http://10.0.0.9:8000", False),  # no Host: the server's address, not allowed
+        ("ws", "app.test", "null", False),
+        ("ws", "app.test", "", False),
+        ("ws", "app.test", "app.test", False),
+        ("ws", "app.test", "ws://app.test", False),
     ],
 )
-def test_origin_allowed_follows_allowed_hosts(origin, allowed):
+def test_origin_allowed_is_the_handshakes_own_origin(scheme, host, origin, allowed):
     with override_settings(**ALLOWED):
-        assert origin_allowed(origin) is allowed
+        assert origin_allowed(handshake(host, scheme), origin) is allowed
+
+
+def test_origin_allowed_with_allowed_hosts_wildcard_still_needs_the_handshakes_own_origin():
+    with override_settings(ALLOWED_HOSTS=["*"], CSRF_TRUSTED_ORIGINS=[]):
+        assert origin_allowed(handshake("app.test"), "http://app.test") is True
+        assert origin_allowed(handshake("app.test"), "https://evil.example") is False
+        assert origin_allowed(handshake("evil.example"), "https://evil.example") is False
 
 
 @pytest.mark.parametrize(
@@ -94,42 +113,110 @@ def test_origin_allowed_follows_allowed_hosts(origin, allowed):
 def test_origin_allowed_follows_csrf_trusted_origins(origin, allowed):
     trusted = ["https://partner.test:8443", "https://*.example.com"]
     with override_settings(ALLOWED_HOSTS=["app.test"], CSRF_TRUSTED_ORIGINS=trusted):
-        assert origin_allowed(origin) is allowed
+        assert origin_allowed(handshake("app.test"), origin) is allowed
 
 
-def test_origin_allowed_with_exact_trusted_origin_with_port():
-    with override_settings(ALLOWED_HOSTS=[], DEBUG=False, CSRF_TRUSTED_ORIGINS=["https://partner.test:8443"]):
-        assert origin_allowed("https://partner.test:8443") is True
-        assert origin_allowed("https://partner.test") is False
-        assert origin_allowed("http://partner.test:8443") is False
+def test_origin_allowed_honours_secure_proxy_ssl_header_only_when_configured():
+    behind_tls = handshake("app.test", "ws", x_forwarded_proto="https")
+    with override_settings(**ALLOWED):
+        assert origin_allowed(behind_tls, "https://app.test") is False
+        assert origin_allowed(behind_tls, "http://app.test") is True
+    with override_settings(**ALLOWED, SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https")):
+        assert origin_allowed(behind_tls, "https://app.test") is True
+        assert origin_allowed(behind_tls, "http://app.test") is False
+        assert origin_allowed(handshake("app.test", "ws", x_forwarded_proto="http"), "https://app.test") is False
 
 
-def test_origin_allowed_accepts_any_host_when_allowed_hosts_is_a_wildcard():
-    with override_settings(ALLOWED_HOSTS=["*"], CSRF_TRUSTED_ORIGINS=[]):
-        assert origin_allowed("https://anything.test") is True
-        assert origin_allowed("ftp://anything.test") is False
+def test_origin_allowed_honours_x_forwarded_host_only_when_configured():
+    proxied = handshake("10.0.0.9:8000", "ws", x_forwarded_host="app.test")
+    with override_settings(**ALLOWED):
+        assert origin_allowed(proxied, "http://app.test") is False
+    with override_settings(**ALLOWED, USE_X_FORWARDED_HOST=True):
+        assert origin_allowed(proxied, "http://app.test") is True
 
 
 @pytest.mark.parametrize(
-    ("debug", "origin", "allowed"),
+    ("debug", "host", "origin", "allowed"),
     [
-        (True, "http://localhost:8000", True),
-        (True, "http://app.localhost", True),
-        (True, "http://127.0.0.1:8000", True),
-        (True, "http://[::1]:8000", True),
-        (True, "https://evil.example", False),
-        (False, "http://localhost:8000", False),
+        (True, "localhost:8000", "http://localhost:8000", True),
+        (True, "app.localhost", "http://app.localhost", True),
+        (True, "127.0.0.1:8000", "http://127.0.0.1:8000", True),
+        (True, "[::1]:8000", "http://[::1]:8000", True),
+        (True, "localhost:8000", "http://localhost:3000", False),
+        (True, "localhost:8000", "https://evil.example", False),
+        (False, "localhost:8000", "http://localhost:8000", False),
     ],
 )
-def test_origin_allowed_with_empty_allowed_hosts_is_local_only_in_debug(debug, origin, allowed):
+def test_origin_allowed_with_empty_allowed_hosts_is_local_only_in_debug(debug, host, origin, allowed):
     with override_settings(ALLOWED_HOSTS=[], CSRF_TRUSTED_ORIGINS=[], DEBUG=debug):
-        assert origin_allowed(origin) is allowed
+        assert origin_allowed(handshake(host), origin) is allowed
+
+
+@pytest.mark.parametrize("secure", [False, True])
+@pytest.mark.parametrize("host", ["app.test", "app.test:8000", "intranet.corp.test", "evil.example"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://app.test",
+        "https://app.test",
+        "http://app.test:8000",
+        "https://app.test:8000",
+        "http://intranet.corp.test",
+        "https://evil.example",
+        "http://evil.example",
+        "https://partner.test:8443",
+        "https://x.example.com",
+        "https://example.com:8443",
+        "null",
+    ],
+)
+@pytest.mark.parametrize("allowed_hosts", [["app.test", ".corp.test"], ["*"]])
+def test_origin_allowed_agrees_with_djangos_csrf_check(rf, secure, host, origin, allowed_hosts):
+    trusted = ["https://partner.test:8443", "https://*.example.com"]
+    with override_settings(ALLOWED_HOSTS=allowed_hosts, CSRF_TRUSTED_ORIGINS=trusted):
+        request = rf.post("/", HTTP_HOST=host, HTTP_ORIGIN=origin, secure=secure)
+        django_says = CsrfViewMiddleware(lambda request: HttpResponse())._origin_verified(request)
+
+        assert origin_allowed(handshake(host, "wss" if secure else "ws"), origin) is django_says
+
+
+# client_address ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "address"),
+    [
+        (("203.0.113.7", 50000), "203.0.113.7"),
+        (("2001:db8:1:2:3:4:5:6", 50000), "2001:db8:1:2::/64"),  # a host holds a whole /64
+        (("::ffff:203.0.113.7", 50000), "203.0.113.7"),
+        (None, "unknown"),
+        (("not an address", 0), "not an address"),
+    ],
+)
+def test_client_address_is_the_scopes_client(client, address):
+    assert client_address({"type": "websocket", "client": client, "headers": []}) == address
+
+
+def test_client_address_reads_a_proxy_header_only_when_a_setting_names_it(settings):
+    scope = {
+        "client": ("10.0.0.2", 50000),
+        "headers": [(b"x-real-ip", b"203.0.113.7"), (b"x-forwarded-for", b"198.51.100.1, 203.0.113.8")],
+    }
+    assert client_address(scope) == "10.0.0.2"
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Real-IP"}
+    assert client_address(scope) == "203.0.113.7"
+    # The last value is the one the nearest proxy added: the others are the client's word.
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Forwarded-For"}
+    assert client_address(scope) == "203.0.113.8"
+    settings.DRF_LIVE = {"CLIENT_ADDRESS_HEADER": "X-Missing"}
+    assert client_address(scope) == "10.0.0.2"
 
 
 # The handshake, over the full stack ---------------------------------------------------------
 
 GOOD_ORIGIN = (b"origin", b"http://testserver")
 EVIL_ORIGIN = (b"origin", b"https://evil.example")
+HOST = (b"host", b"testserver")  # what a browser sends: GOOD_ORIGIN is this handshake's own origin
 
 
 @pytest.fixture
@@ -181,7 +268,7 @@ async def assert_not_authenticated(communicator: Any, user: Any) -> None:
 async def test_session_cookie_with_allowed_origin_authenticates(connect, domain, session_cookie):
     alice = domain["alice"]
 
-    socket = await connect(headers=[await session_cookie(alice), GOOD_ORIGIN])
+    socket = await connect(headers=[await session_cookie(alice), GOOD_ORIGIN, HOST])
 
     await assert_authenticated_as(socket, alice)
 
@@ -218,7 +305,7 @@ async def test_session_cookie_without_origin_authenticates(connect, domain, sess
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_unknown_session_cookie_is_accepted_but_not_authenticated(connect, domain):
-    socket = await connect(headers=[(b"cookie", b"sessionid=nosuchsession0000000000000000000"), GOOD_ORIGIN])
+    socket = await connect(headers=[(b"cookie", b"sessionid=nosuchsession0000000000000000000"), GOOD_ORIGIN, HOST])
 
     await assert_not_authenticated(socket, domain["alice"])
 
@@ -234,7 +321,7 @@ async def test_session_without_a_user_is_not_authenticated(connect, domain):
         return session.session_key
 
     key = await anonymous_session()
-    socket = await connect(headers=[(b"cookie", f"sessionid={key}".encode()), GOOD_ORIGIN])
+    socket = await connect(headers=[(b"cookie", f"sessionid={key}".encode()), GOOD_ORIGIN, HOST])
 
     await assert_not_authenticated(socket, domain["alice"])
 
@@ -279,7 +366,7 @@ async def test_token_header_wins_over_session_cookie(connect, domain, token_for,
     alice, bob = domain["alice"], domain["bob"]
 
     socket = await connect(
-        token=await database_sync_to_async(token_for)(bob), headers=[await session_cookie(alice), GOOD_ORIGIN]
+        token=await database_sync_to_async(token_for)(bob), headers=[await session_cookie(alice), GOOD_ORIGIN, HOST]
     )
 
     await assert_authenticated_as(socket, bob)
@@ -294,7 +381,8 @@ async def test_token_header_wins_over_session_cookie(connect, domain, token_for,
 @pytest.mark.django_db(transaction=True)
 async def test_wrong_token_header_is_refused_even_with_a_good_session_cookie(connect, domain, session_cookie):
     await connect(
-        headers=[(b"authorization", b"Token wrong"), await session_cookie(domain["alice"]), GOOD_ORIGIN], accepted=False
+        headers=[(b"authorization", b"Token wrong"), await session_cookie(domain["alice"]), GOOD_ORIGIN, HOST],
+        accepted=False,
     )
 
 
@@ -322,7 +410,7 @@ async def test_logging_out_closes_the_sessions_sockets_with_4001(connect, domain
 
     client = await logged_in_client()
     cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
-    by_session = await connect(headers=[cookie, GOOD_ORIGIN])
+    by_session = await connect(headers=[cookie, GOOD_ORIGIN, HOST])
     by_token = await connect(token=await database_sync_to_async(token_for)(alice))
     await assert_authenticated_as(by_session, alice)
 
@@ -331,3 +419,20 @@ async def test_logging_out_closes_the_sessions_sockets_with_4001(connect, domain
     assert await by_session.receive_output(timeout=1) == {"type": "websocket.close", "code": 4001}
     assert await by_token.receive_nothing(timeout=0.2)
     await assert_authenticated_as(by_token, alice)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "origin", [b"http://testserver:9999", b"https://testserver", b"http://localhost:3000", b"http://evil.testserver"]
+)
+async def test_session_cookie_from_another_port_scheme_or_host_of_this_site_is_refused(
+    connect, domain, session_cookie, origin
+):
+    # Each names a host in ALLOWED_HOSTS (or under one), but is not this handshake's own origin.
+    with override_settings(ALLOWED_HOSTS=["testserver", "localhost", ".testserver"]):
+        socket = await connect(
+            headers=[await session_cookie(domain["alice"]), (b"origin", origin), HOST], accepted=False
+        )
+
+    assert await socket.receive_nothing()

@@ -824,8 +824,13 @@ async def test_socket_closed_for_revoked_credentials_sends_nothing_more(connect,
 async def test_flood_of_bad_frames_gets_one_error_each_and_socket_stays_open(
     connect, domain, alice_key, missing_task_id, settings
 ):
-    # Room for 200 bad subscribes: the subscribe rate limit is tested on its own.
-    settings.DRF_LIVE = {"SUBSCRIBE_BURST": 1000}
+    # Room for 200 bad requests of each action and wrong tokens: those limits are tested on their own.
+    settings.DRF_LIVE = {
+        "SUBSCRIBE_BURST": 1000,
+        "ACTION_BUDGETS": {action: [1, 1000] for action in ("ping", "unsubscribe", "authenticate")},
+        "MAX_AUTH_FAILURES": 1000,
+        "AUTH_FAILURE_BURST": 1000,
+    }
     socket = await connect(token=alice_key)
     task_id, hidden_id = str(domain["task"].pk), str(domain["hidden"].pk)
     rng = random.Random(20240611)

@@ -5,7 +5,8 @@ error and keep it open. Each test sets small limits through ``DRF_LIVE``
 before it connects (a consumer reads them when it is created). The
 unauthenticated-socket time limit (4001) is tested in test_consumers.py; the
 ASGI server's own frame limit and a real slow client, in
-tests/integration/test_abuse.py.
+tests/integration/test_abuse.py; each limit again over real sockets, in
+tests/integration/test_edges.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db.backends.utils import CursorWrapper
 
+from notifications import limits
+from notifications.consumers import NotificationConsumer
 from notifications.routing import websocket_application
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
@@ -145,7 +149,7 @@ async def test_subscribe_burst_past_the_bucket_is_throttled_then_refills(connect
 
     assert [reply["type"] for reply in replies] == ["SUBSCRIBED"] * 3
     assert_error(throttled, "throttled", "4th")
-    await assert_open(socket)  # ping is not rate limited
+    await assert_open(socket)  # ping has a budget of its own
     await asyncio.sleep(1 / rate + 0.05)
     again = await request(socket, target("api.task", task, "after"))
     assert again["type"] == "SUBSCRIBED" and again["meta"]["request_id"] == "after"
@@ -284,3 +288,220 @@ async def test_client_that_stops_reading_is_closed_with_4030_when_its_queue_over
         assert await reader.receive_nothing(timeout=0.2)
     finally:
         await slow.disconnect()
+
+
+# Every action's budget (soft: throttled; a flood of them: 4008) -------------------------
+
+
+async def test_ping_past_its_burst_is_throttled_echoing_request_id_then_refills(connect, domain, keys, settings):
+    rate = 5.0
+    settings.DRF_LIVE = {"ACTION_BUDGETS": {"ping": [rate, 3]}}
+    socket = await connect(token=keys["alice"])
+
+    pongs = [await request(socket, {"action": "ping", "request_id": n}) for n in range(3)]
+    throttled = await request(socket, {"action": "ping", "request_id": "4th"})
+
+    assert [pong["type"] for pong in pongs] == ["PONG"] * 3
+    assert_error(throttled, "throttled", "4th")
+    await asyncio.sleep(1 / rate + 0.05)
+    assert (await request(socket, {"action": "ping", "request_id": "after"}))["type"] == "PONG"
+    assert await socket.receive_nothing(timeout=0.1)
+
+
+async def test_unsubscribe_past_its_burst_is_throttled(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"ACTION_BUDGETS": {"unsubscribe": [0.01, 2]}}
+    task = domain["task"]
+    socket = await connect(token=keys["alice"])
+    frame = {"action": "unsubscribe", "model": "api.task", "id": str(task.pk)}
+
+    replies = [await request(socket, {**frame, "request_id": n}) for n in range(3)]
+
+    assert [reply["type"] for reply in replies[:2]] == ["UNSUBSCRIBED"] * 2
+    assert_error(replies[2], "throttled", 2)
+    await assert_open(socket)
+
+
+async def test_budgets_are_per_action(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"ACTION_BUDGETS": {"ping": [0.01, 1]}}
+    task = domain["task"]
+    socket = await connect(token=keys["alice"])
+    assert (await request(socket, {"action": "ping", "request_id": 1}))["type"] == "PONG"
+    assert_error(await request(socket, {"action": "ping", "request_id": 2}), "throttled", 2)
+
+    assert (await request(socket, target("api.task", task, 3)))["type"] == "SUBSCRIBED"
+
+
+@pytest.fixture
+def queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every SQL statement run by any thread (the consumer's ORM work runs in a thread)."""
+    statements: list[str] = []
+    original = CursorWrapper._execute_with_wrappers
+
+    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        statements.append(sql)
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting)
+    return statements
+
+
+async def test_authenticate_with_a_valid_token_has_a_small_budget_and_throttled_ones_query_nothing(
+    connect, domain, keys, queries
+):
+    # The default budget: 3, then one every 5 s. Each answered one reads the token and its user.
+    socket = await connect(token=keys["alice"])
+    frame = {"action": "authenticate", "token": keys["alice"]}
+    for n in range(3):
+        assert (await request(socket, {**frame, "request_id": n}))["type"] == "AUTHENTICATED"
+    queries.clear()
+
+    for n in range(3, 20):
+        assert_error(await request(socket, {**frame, "request_id": n}), "throttled", n)
+
+    assert queries == []
+    await assert_open(socket)
+
+
+class ConsumerWithMoreActions(NotificationConsumer):
+    """A consumer with actions the budget table does not name, as the protocol will add."""
+
+    actions = {**NotificationConsumer.actions, "retrieve": "echo", "list": "echo"}
+
+    async def echo(self, content: dict[str, Any], request_id: Any) -> None:
+        await self.send_frame({"type": "ECHO", "payload": None, "meta": {"request_id": request_id}})
+
+
+@pytest.mark.parametrize("budgets", [{}, {"*": [0.01, 2]}, {"retrieve": [0.01, 2]}])
+async def test_an_action_the_table_does_not_name_gets_the_default_budget(domain, keys, settings, budgets):
+    settings.DRF_LIVE = {"ACTION_BUDGETS": budgets}
+    burst = 2 if budgets else int(limits.DEFAULT_ACTION_BUDGETS["*"][1])
+    headers = [(b"authorization", f"Token {keys['alice']}".encode())]
+    socket = WebsocketCommunicator(websocket_application(ConsumerWithMoreActions), PATH, headers=headers)
+    assert (await socket.connect())[0]
+    try:
+        replies = [await request(socket, {"action": "retrieve", "request_id": n}) for n in range(burst + 1)]
+
+        assert [reply["type"] for reply in replies[:burst]] == ["ECHO"] * burst
+        assert_error(replies[burst], "throttled", burst)
+        # Its own bucket: another action still has room.
+        assert (await request(socket, {"action": "list", "request_id": "l"}))["type"] == "ECHO"
+    finally:
+        await socket.disconnect()
+
+
+async def test_flood_far_over_budget_is_answered_until_the_error_budget_runs_dry_then_closed_with_4008(
+    connect, domain, keys, settings
+):
+    settings.DRF_LIVE = {"ACTION_BUDGETS": {"ping": [0.01, 3]}, "ERROR_RATE": 0.01, "ERROR_BURST": 10}
+    socket = await connect(token=keys["alice"])
+    other = await connect(token=keys["alice"])
+
+    for n in range(3 + 10):
+        await socket.send_json_to({"action": "ping", "request_id": n})
+    replies = [await socket.receive_json_from(timeout=3) for _ in range(13)]
+    await socket.send_json_to({"action": "ping", "request_id": 13})
+
+    # Never silently dropped: every frame is answered, in order, until the close.
+    assert [reply["meta"]["request_id"] for reply in replies] == list(range(13))
+    assert [reply["type"] for reply in replies] == ["PONG"] * 3 + ["ERROR"] * 10
+    assert all(reply["payload"]["code"] == "throttled" for reply in replies[3:])
+    await assert_closed_with(socket, 4008)
+    await assert_open(other)
+
+
+# Unauthenticated sockets (refused at the handshake) --------------------------------------
+
+ADDRESS_A = ("198.51.100.1", 40000)
+ADDRESS_B = ("198.51.100.2", 40000)
+
+
+async def test_unauthenticated_sockets_past_the_per_address_cap_are_refused(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 2}
+    first = await connect(client=ADDRESS_A)
+    second = await connect(client=ADDRESS_A)
+
+    await connect(client=ADDRESS_A, accepted=False)
+
+    await connect(client=ADDRESS_B)  # another address has room
+    await connect(client=ADDRESS_A, token=keys["alice"])  # an authenticated socket is not counted
+    await assert_open(first)
+    # Closing one, or authenticating one, makes room.
+    await first.disconnect()
+    third = await connect(client=ADDRESS_A)
+    assert (await request(second, {"action": "authenticate", "token": keys["bob"]}))["type"] == "AUTHENTICATED"
+    fourth = await connect(client=ADDRESS_A)
+    await assert_open(third)
+    await assert_open(fourth)
+    await connect(client=ADDRESS_A, accepted=False)
+
+
+async def test_unauthenticated_sockets_past_the_per_process_cap_are_refused(connect, domain, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS": 3}
+    for n in range(3):
+        await connect(client=(f"198.51.100.{n + 1}", 40000))
+
+    await connect(client=("198.51.100.9", 40000), accepted=False)
+
+    assert limits.strangers.total == 3
+
+
+async def test_unauthenticated_socket_closed_for_auth_timeout_gives_its_place_back(connect, domain, settings):
+    settings.DRF_LIVE = {"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 1, "AUTH_TIMEOUT": 0.2}
+    first = await connect(client=ADDRESS_A)
+    await assert_closed_with(first, 4001)
+    await first.disconnect()  # what the ASGI server sends once the close handshake is over
+
+    second = await connect(client=ADDRESS_A)
+
+    await assert_open(second)
+
+
+# Failed authentication (hard: 4008, and no lookup for the address) ------------------------
+
+
+async def test_wrong_tokens_close_the_socket_with_4008_at_max_auth_failures(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"MAX_AUTH_FAILURES": 3}
+    socket = await connect(client=ADDRESS_A)
+
+    for n in range(2):
+        reply = await request(socket, {"action": "authenticate", "token": f"wrong-{n}", "request_id": n})
+        assert_error(reply, "not_authenticated", n)
+    await socket.send_json_to({"action": "authenticate", "token": "wrong-2", "request_id": 2})
+
+    await assert_closed_with(socket, 4008)
+    # The address still has budget: a new socket may authenticate.
+    again = await connect(client=ADDRESS_A)
+    assert (await request(again, {"action": "authenticate", "token": keys["alice"]}))["type"] == "AUTHENTICATED"
+
+
+async def test_address_out_of_failure_budget_has_no_token_looked_up(connect, domain, keys, settings, queries):
+    settings.DRF_LIVE = {"AUTH_FAILURE_BURST": 4, "AUTH_FAILURE_RATE": 0.001, "MAX_AUTH_FAILURES": 2}
+    for _ in range(2):
+        socket = await connect(client=ADDRESS_A)
+        reply = await request(socket, {"action": "authenticate", "token": "wrong", "request_id": 1})
+        assert_error(reply, "not_authenticated", 1)
+        await socket.send_json_to({"action": "authenticate", "token": "wrong"})
+        await assert_closed_with(socket, 4008)
+    queries.clear()
+
+    # Four failures spent the address's budget: even a good token is not looked up.
+    socket = await connect(client=ADDRESS_A)
+    await socket.send_json_to({"action": "authenticate", "token": keys["alice"], "request_id": 1})
+    await assert_closed_with(socket, 4008)
+    await connect(client=ADDRESS_A, token=keys["alice"], accepted=False)
+    assert queries == []
+
+    # Another address is not concerned.
+    other = await connect(client=ADDRESS_B, token=keys["alice"])
+    await assert_open(other)
+
+
+async def test_wrong_token_headers_spend_the_address_budget(connect, domain, keys, settings):
+    settings.DRF_LIVE = {"AUTH_FAILURE_BURST": 2, "AUTH_FAILURE_RATE": 0.001}
+    await connect(client=ADDRESS_A, token="wrong", accepted=False)
+    await connect(client=ADDRESS_A, token="wrong", accepted=False)
+
+    socket = await connect(client=ADDRESS_A)
+    await socket.send_json_to({"action": "authenticate", "token": keys["alice"]})
+
+    await assert_closed_with(socket, 4008)

@@ -253,12 +253,15 @@ async def test_a_collection_gets_each_users_own_audience(connect, domain, token_
     await write(task.save)
 
     for_bob = await bob.receive_json_from(timeout=5)
-    for_alice = await alice.receive_json_from(timeout=5)
     assert for_bob["payload"]["assignee"] == str(domain["bob"].pk)
-    assert "assignee" not in for_alice["payload"]
-    # meta.changed names only what each payload shows.
     assert for_bob["meta"]["changed"] == ["assignee"]
-    assert for_alice["meta"]["changed"] == []
+    # Nothing alice's payload shows changed: she is sent nothing.
+    assert await alice.receive_nothing(timeout=0.5)
+    task.title = "Renamed"
+    await write(task.save)
+    for_alice = await alice.receive_json_from(timeout=5)
+    assert "assignee" not in for_alice["payload"]
+    assert for_alice["meta"]["changed"] == ["title"]
 
 
 async def test_changed_lists_only_the_fields_of_each_audience(connect, domain, token_for):
