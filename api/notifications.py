@@ -37,9 +37,14 @@ class ProjectRegistration(notifications.Registration):
     m2m_fields = ["members"]
     # Owner and members see a project (and its tasks, and each other).
     access_fields = ["owner", "members"]
-    # Who shares a project decides which users see each other: a user added
-    # or removed, or a new owner, is seen by a different set of users.
-    touches = [Touch("members", when=["members"]), Touch("owner", when=["owner"])]
+    # Who shares a project decides who sees whom, and who sees its tasks: a
+    # member added or removed, or a new owner, changes that for every member
+    # (and the one removed) and for every task of the project.
+    touches = [
+        Touch("members", when=["members", "owner"], every=True),
+        Touch("owner", when=["owner", "members"]),
+        Touch("tasks", when=["members", "owner"], every=True),
+    ]
 
     def subscribable_by(self, instance: Project) -> Iterable[Any]:
         return {instance.owner_id, *instance.members.values_list("pk", flat=True)}

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.db import DEFAULT_DB_ALIAS, models, transaction
 
+from . import touches
+
 if TYPE_CHECKING:
     from .registration import Registration
 
@@ -61,7 +63,7 @@ class Before:
             changed=changed,
             previous=registration.previous_filter_values(instance),
             revoked=[str(pk) for pk in registration.revoked_users(instance)],
-            touched=registration.touched_by_save(instance, changed, previous=True),
+            touched=touches.by_save(registration, instance, changed, previous=True),
         )
 
     @classmethod
@@ -109,7 +111,7 @@ class Before:
                 for touch in registration.touches
                 for field in changed
                 if field.name == touch.field and field.many_to_one and set(touch.when) & set(names)
-                for wire in [registration.touched_wire_id(touch, row[field.attname])]
+                for wire in [touches.wire(registration, touch, row[field.attname])]
                 if wire is not None
             ],
         )
@@ -119,7 +121,7 @@ def record_save(registration: Registration, instance: models.Model, before: Befo
     """Record a save of ``instance`` (a create, or an update of ``before.changed``)."""
     kind = "create" if before.adding else "update"
     changed = registration.get_tracked_fields() if before.adding else before.changed
-    touched = before.touched + registration.touched_by_save(instance, changed, previous=False, kind=kind)
+    touched = before.touched + touches.by_save(registration, instance, changed, previous=False, kind=kind)
     record(
         registration,
         registration.wire_id(instance),

@@ -93,9 +93,10 @@ def _check(registration: Any) -> list[checks.CheckMessage]:
                 )
     for touch in registration.touches:
         found = field(touch.field)
-        if found is None or not (found.many_to_one or found.many_to_many):
+        if found is None or not (found.many_to_one or found.many_to_many or found.one_to_many):
             error(
-                f"a Touch names {touch.field!r}, which is not a foreign key or many-to-many field.",
+                f"a Touch names {touch.field!r}, which is not a relation (a foreign key, a many-to-many "
+                "field or a reverse relation).",
                 "A Touch follows a relation to the objects it touches.",
                 "drf_live.E007",
             )
@@ -114,7 +115,7 @@ def _check(registration: Any) -> list[checks.CheckMessage]:
                     "Name tracked fields in `when` (see tracked_fields and the FieldTracker).",
                     "drf_live.E007",
                 )
-        if found.many_to_many and touch.field not in registration.m2m_fields:
+        if found.many_to_many and not found.auto_created and touch.field not in registration.m2m_fields:
             error(
                 f"the Touch of the many-to-many field {touch.field!r} needs it in m2m_fields.",
                 f"Add {touch.field!r} to m2m_fields, so that its edits are seen.",

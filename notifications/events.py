@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, models, router, transaction
 
-from . import changes
+from . import changes, touches
 from .registry import Registry, site
 
 
@@ -55,7 +55,7 @@ def publish_changes(
             raise ValueError(f"{obj!r} has no primary key yet: publish after it is saved.")
         names = list(changed) if changed is not None else registration.get_tracked_fields()
         db = using or obj._state.db or router.db_for_write(type(obj), instance=obj)
-        touched = registration.touched_by_save(obj, names, previous=False, kind=kind)
+        touched = touches.by_save(registration, obj, names, previous=False, kind=kind)
         changes.record(
             registration,
             registration.wire_id(obj),

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model, user_logged_out
 from django.db import DEFAULT_DB_ALIAS
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
-from . import changes, sessions
+from . import changes, sessions, touches
 from .registry import Registry
 from .targets import session_group, token_group, user_group
 
@@ -69,7 +69,7 @@ def _nulling(registration: Any, name: str) -> Any:
                 previous=previous,
                 current={**registration.filter_values(row), **({name: None} if previous else {})},
                 revoked=[instance.pk] if user_valued else [],
-                touched=registration.touched_by_save(row, [name], previous=False),
+                touched=touches.by_save(registration, row, [name], previous=False),
                 using=using,
             )
 
@@ -82,7 +82,7 @@ def _deleting(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
     registration = site.get_for(sender)
     if registration is not None and registration.touches:
         # Many-to-many rows go before the object's post_delete: read them now.
-        instance.__dict__["_drf_live_touched"] = registration.touched_by_delete(instance)
+        instance.__dict__["_drf_live_touched"] = touches.by_delete(registration, instance)
 
 
 def _deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
@@ -93,7 +93,7 @@ def _deleted(sender: type, instance: Any, using: str, **kwargs: Any) -> None:
         return
     touched = instance.__dict__.pop("_drf_live_touched", None)
     if touched is None:
-        touched = registration.touched_by_delete(instance) if registration.touches else []
+        touched = touches.by_delete(registration, instance) if registration.touches else []
     changes.record(
         registration,
         registration.wire_id(instance),
@@ -143,7 +143,7 @@ def _m2m_changed(
             "update",
             changed=names,
             revoked=revoked,
-            touched=[wire for name in names for wire in registration.touched_by_m2m(name, pks)],
+            touched=[wire for name in names for wire in touches.by_m2m(registration, instance, name, pks)],
             using=using,
         )
         return
@@ -154,15 +154,14 @@ def _m2m_changed(
         return
     pks = cleared.pop(sender, []) if action == "post_clear" else list(pk_set or ())
     revoked = [instance.pk] if action != "post_add" and _grants_access(registration, names) else []
-    touched = [wire for name in names for wire in registration.touched_by_m2m(name, [instance.pk])]
-    for pk in pks:
+    for obj in manager.filter(pk__in=pks):
         changes.record(
             registration,
-            registration.wire_id(pk),
+            registration.wire_id(obj),
             "update",
             changed=names,
             revoked=revoked,
-            touched=touched,
+            touched=[wire for name in names for wire in touches.by_m2m(registration, obj, name, [instance.pk])],
             using=using,
         )
 

@@ -3,40 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import models
+from django.db.models import Case, IntegerField, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from rest_framework.request import Request
 
 from .targets import Target
+from .touches import Touch
 
 if TYPE_CHECKING:
     from rest_framework.viewsets import GenericViewSet
 
     from .registry import Registry
-
-
-@dataclass(frozen=True)
-class Touch:
-    """A change of this model that changes what another registered model shows.
-
-    ``field`` is a foreign key or many-to-many field pointing at the touched
-    objects. Creating or deleting an object touches them, and so does a change
-    of any field named in ``when``; their subscribers then get an ``UPDATE_*``
-    read afresh through their viewset, with ``changed`` (fields the viewset
-    derives, such as an annotated count) in ``meta.changed``. With no
-    ``changed``, only who may see them is decided again (a user who no longer
-    shares a project with you, say).
-    """
-
-    field: str
-    when: Sequence[str] = ()
-    changed: Sequence[str] = ()
 
 
 class Registration:
@@ -312,11 +296,26 @@ class Registration:
         return True
 
     def get_visible(self, user: Any, pk: Any, *, host: str | None = None) -> models.Model | None:
-        """The object with ``pk`` if ``user`` may ``GET`` it through the REST API, else None."""
+        """The object with ``pk`` if ``user`` may ``GET`` it through the REST API, else None.
+
+        A missing object and one the user may not see take the same work: the
+        viewset's rules always run on a row that exists (the object, or else the
+        table's first row as a stand-in), and only whether it matched comes back.
+        Otherwise the database skips the rules for a missing id, and the time of
+        a ``not_found`` tells whether an id exists (docs/security.md).
+        """
         view = self.get_view(user, host=host)
         if not self.has_permission(view):
             return None
-        obj = view.filter_queryset(view.get_queryset()).filter(pk=pk).first()
+        visible = view.filter_queryset(view.get_queryset())
+        rows = self.model._default_manager.order_by()
+        candidate = Coalesce(
+            Subquery(rows.filter(pk=pk).values("pk")[:1]), Subquery(rows.order_by("pk").values("pk")[:1])
+        )
+        hit = Case(When(pk=pk, then=Value(1)), default=Value(0), output_field=IntegerField())
+        if visible.filter(pk=candidate).annotate(drf_live_hit=hit).values_list("drf_live_hit", flat=True).first() != 1:
+            return None
+        obj = visible.filter(pk=pk).first()
         if obj is None or not self.has_permission(view, obj):
             return None
         return obj
@@ -350,68 +349,6 @@ class Registration:
         your own test data. Permission classes still apply on top of it.
         """
         return None
-
-    # What a change touches ------------------------------------------------
-
-    def touched_by_save(
-        self, instance: models.Model, changed: Sequence[str], *, previous: bool, kind: str = "update"
-    ) -> list[list[Any]]:
-        """The objects a save touches, as ``[label, wire id, derived fields]`` (see ``Touch``).
-
-        ``previous=True`` names the objects the foreign keys pointed at before
-        the save (called before it, while the tracker still knows them).
-        """
-        touched: list[list[Any]] = []
-        tracker = getattr(instance, self.get_tracker().name) if self.get_tracker() is not None else None
-        for touch in self.touches:
-            field = self.model._meta.get_field(touch.field)
-            if field.many_to_many:
-                continue  # many-to-many touches come from m2m_changed (receivers)
-            if kind == "update" and not set(touch.when) & set(changed):
-                continue
-            if previous:
-                if tracker is None or touch.field not in tracker.fields or not tracker.has_changed(touch.field):
-                    continue
-                value = tracker.previous(touch.field)
-            else:
-                value = getattr(instance, field.attname)  # type: ignore[union-attr]
-            wire = self.touched_wire_id(touch, value)
-            if wire is not None:
-                touched.append(wire)
-        return touched
-
-    def touched_by_m2m(self, name: str, pks: Iterable[Any]) -> list[list[Any]]:
-        """The objects a many-to-many edit of ``name`` touches: the ones added or removed."""
-        return [
-            wire
-            for touch in self.touches
-            if touch.field == name
-            for wire in (self.touched_wire_id(touch, pk) for pk in pks)
-            if wire is not None
-        ]
-
-    def touched_by_delete(self, instance: models.Model) -> list[list[Any]]:
-        """The objects a delete of ``instance`` touches (read before the rows go)."""
-        touched: list[list[Any]] = []
-        for touch in self.touches:
-            field = self.model._meta.get_field(touch.field)
-            if field.many_to_many:
-                values: Iterable[Any] = getattr(instance, touch.field).values_list("pk", flat=True)
-            else:
-                values = [getattr(instance, field.attname)]  # type: ignore[union-attr]
-            touched.extend(wire for wire in (self.touched_wire_id(touch, value) for value in values) if wire)
-        return touched
-
-    def touched_wire_id(self, touch: Touch, value: Any) -> list[Any] | None:
-        if value is None:
-            return None
-        if isinstance(value, models.Model):
-            value = value.pk
-        related_model = self.model._meta.get_field(touch.field).related_model
-        related = self.registry.get_for(related_model) if isinstance(related_model, type) else None
-        if related is None:
-            return None
-        return [related.label, related.wire_id(value), list(touch.changed)]
 
 
 def default_host() -> str:

@@ -159,6 +159,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Lists paginate as a typical DRF API does (the contract's section 6): ?page=N,
+    # {"count", "next", "previous", "results"}; sockets get the same pages.
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
 }
 
 HASHID_FIELD_SALT = os.environ.get("HASHID_FIELD_SALT", "drf-live-demo-salt")

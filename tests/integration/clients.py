@@ -173,6 +173,7 @@ class Replica:
     state: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
     replies: list[dict[str, Any]] = field(default_factory=list)
+    recovered: bool = False  # since the last recovery with `since`
 
     @property
     def target(self) -> dict[str, Any]:
@@ -191,6 +192,7 @@ class Replica:
         assert reply["type"] == "SUBSCRIBED", reply
         meta = reply["meta"]
         self.replies.append(reply)
+        self.recovered = bool(meta.get("recovered"))
         if meta.get("recovered"):
             assert reply["payload"] is None, reply
             assert (meta["seq"], meta["epoch"]) == (self.seq, self.epoch), (reply, self.seq, self.epoch)
@@ -219,7 +221,9 @@ class Replica:
         member = meta["id"]
         assert payload["id"] == member, frame
         if kind == "CREATE":
-            assert member not in self.state, f"CREATE of a member the client holds: {frame}"
+            # After a recovery, a CREATE may name a member the client's snapshot already showed
+            # (docs/protocol.md): it replaces it. Live, never.
+            assert member not in self.state or self.recovered, f"CREATE of a member the client holds: {frame}"
         else:
             assert member in self.state, f"{kind} of a member the client does not hold: {frame}"
         if kind == "DELETE":

@@ -351,20 +351,11 @@ async def test_an_edit_committed_by_one_process_just_after_another_removed_the_m
     print(f"\nrevocation race: {REVOCATION_ROUNDS} rounds, no edit reached bob")
 
 
-UNFILTERED_BUG = (
-    "A project's membership change reaches no unfiltered collection whose members' visibility it changes: "
-    "the project touches only the users added or removed (api/notifications.py: Touch('members')), never the "
-    "project's tasks nor its other members, and the socket's re-check keeps an unfiltered collection (it stays "
-    "visible); so bob's list neither gains the objects he may now see nor loses those he no longer may "
-    "(PROTOCOL.md section 3: an object that becomes visible arrives as CREATE_*, one no longer visible to this "
-    "subscriber as DELETE_*)."
-)
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("model", ["api.task", "api.user"])
 @pytest.mark.parametrize("change", ["joined", "left"])
-@pytest.mark.xfail(strict=True, reason=UNFILTERED_BUG)
 async def test_an_unfiltered_list_follows_the_users_access_when_a_project_shares_or_stops_sharing(
     asgi_servers: tuple[AsgiServer, AsgiServer], tokens: dict[str, str], shell: Shell, change: str, model: str
 ) -> None:
