@@ -482,7 +482,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 return None, members
             # The REST API's list of the collection, paginated as the REST list is: the first page.
             lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
-            listed = viewset_actions.run(registration, "list", self.user, self.origin, lookups=lookups)
+            listed = viewset_actions.run(
+                registration, "list", self.user, self.origin, lookups=lookups, query=dict(data["filter"])
+            )
             return listed.payload, members
         instance = registration.get_visible(self.user, data["instance"].pk, host=self.host)
         if instance is None:  # Deleted or hidden since it was validated.

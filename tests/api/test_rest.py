@@ -9,6 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from api.models import Project, Task
+from tests.pages import results
 
 pytestmark = pytest.mark.django_db
 
@@ -92,16 +93,16 @@ def test_another_users_profile_omits_the_email(domain: dict[str, Any], client_fo
 def test_users_are_visible_only_when_sharing_a_project(domain: dict[str, Any], client_for: Any) -> None:
     alice, bob, carol = domain["alice"], domain["bob"], domain["carol"]
 
-    listed = {user["username"] for user in client_for(bob).get("/api/users/").json()}
+    listed = {user["username"] for user in results(client_for(bob).get("/api/users/").json())}
 
     assert listed == {"alice", "bob"}
     assert client_for(bob).get(f"/api/users/{carol.pk}/").status_code == 404
     assert client_for(carol).get(f"/api/users/{alice.pk}/").status_code == 404
-    assert {user["username"] for user in client_for(carol).get("/api/users/").json()} == {"carol"}
+    assert {user["username"] for user in results(client_for(carol).get("/api/users/").json())} == {"carol"}
 
 
 def test_a_user_list_shows_email_only_for_the_requester(domain: dict[str, Any], client_for: Any) -> None:
-    users = {user["username"]: user for user in client_for(domain["bob"]).get("/api/users/").json()}
+    users = {user["username"]: user for user in results(client_for(domain["bob"]).get("/api/users/").json())}
 
     assert users["bob"]["email"] == "bob@example.com"
     assert "email" not in users["alice"]
@@ -147,10 +148,13 @@ def test_a_user_may_not_change_another_user(domain: dict[str, Any], client_for: 
 def test_projects_are_visible_to_owner_and_members(domain: dict[str, Any], client_for: Any) -> None:
     website = domain["website"]
 
+    def names(user: Any) -> list[str]:
+        return [project["name"] for project in results(client_for(user).get("/api/projects/").json())]
+
     for name in ("alice", "bob"):
-        assert [project["name"] for project in client_for(domain[name]).get("/api/projects/").json()] == ["Website"]
+        assert names(domain[name]) == ["Website"]
         assert client_for(domain[name]).get(f"/api/projects/{website.pk}/").status_code == 200
-    assert [project["name"] for project in client_for(domain["carol"]).get("/api/projects/").json()] == ["Secret"]
+    assert names(domain["carol"]) == ["Secret"]
     assert client_for(domain["carol"]).get(f"/api/projects/{website.pk}/").status_code == 404
 
 
@@ -215,9 +219,9 @@ def test_tasks_are_visible_to_whoever_sees_their_project(domain: dict[str, Any],
     task, hidden = domain["task"], domain["hidden"]
 
     for name in ("alice", "bob"):
-        assert [t["id"] for t in client_for(domain[name]).get("/api/tasks/").json()] == [str(task.pk)]
+        assert [t["id"] for t in results(client_for(domain[name]).get("/api/tasks/").json())] == [str(task.pk)]
         assert client_for(domain[name]).get(f"/api/tasks/{hidden.pk}/").status_code == 404
-    assert [t["id"] for t in client_for(domain["carol"]).get("/api/tasks/").json()] == [str(hidden.pk)]
+    assert [t["id"] for t in results(client_for(domain["carol"]).get("/api/tasks/").json())] == [str(hidden.pk)]
     assert client_for(domain["carol"]).get(f"/api/tasks/{task.pk}/").status_code == 404
 
 
@@ -303,16 +307,36 @@ def test_tasks_can_be_filtered_by_project(domain: dict[str, Any], client_for: An
     elsewhere = Task.objects.create(project=other, title="Elsewhere")
     client = client_for(alice)
 
-    assert [t["id"] for t in client.get("/api/tasks/", {"project": str(website.pk)}).json()] == [str(task.pk)]
-    assert [t["id"] for t in client.get("/api/tasks/", {"project": str(other.pk)}).json()] == [str(elsewhere.pk)]
-    assert {t["id"] for t in client.get("/api/tasks/").json()} == {str(task.pk), str(elsewhere.pk)}
+    def ids(**query: str) -> list[str]:
+        return [t["id"] for t in results(client.get("/api/tasks/", query).json())]
+
+    assert ids(project=str(website.pk)) == [str(task.pk)]
+    assert ids(project=str(other.pk)) == [str(elsewhere.pk)]
+    assert set(ids()) == {str(task.pk), str(elsewhere.pk)}
+
+
+def test_lists_paginate_50_per_page(domain: dict[str, Any], client_for: Any) -> None:
+    website = domain["website"]
+    Task.objects.bulk_create(Task(project=website, title=f"Item {n:02d}") for n in range(50))
+    ids = [str(pk) for pk in Task.objects.filter(project=website).order_by("id").values_list("pk", flat=True)]
+    client = client_for(domain["alice"])
+
+    first = client.get("/api/tasks/", {"project": str(website.pk)}).json()
+    second = client.get("/api/tasks/", {"project": str(website.pk), "page": 2}).json()
+
+    assert (first["count"], len(first["results"]), first["previous"]) == (51, 50, None)
+    assert first["next"] == f"http://testserver/api/tasks/?page=2&project={website.pk}"
+    assert (second["count"], len(second["results"]), second["next"]) == (51, 1, None)
+    assert second["previous"] == f"http://testserver/api/tasks/?project={website.pk}"
+    assert [t["id"] for t in first["results"] + second["results"]] == ids
+    assert client.get("/api/tasks/", {"project": str(website.pk), "page": 3}).status_code == 404
 
 
 def test_filtering_by_an_invisible_project_shows_nothing(domain: dict[str, Any], client_for: Any) -> None:
     response = client_for(domain["bob"]).get("/api/tasks/", {"project": str(domain["secret"].pk)})
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
 
 
 @pytest.mark.parametrize("value", ["nonsense", "1"])
@@ -325,7 +349,7 @@ def test_filtering_by_something_that_is_not_a_project_id_shows_nothing(
     response = client_for(domain["alice"]).get("/api/tasks/", {"project": value})
 
     assert response.status_code == 200
-    assert response.json() == []
+    assert response.json() == {"count": 0, "next": None, "previous": None, "results": []}
 
 
 # Private tasks and open_tasks (the contract's section 6) ----------------------------------
@@ -337,7 +361,7 @@ def test_a_private_task_is_seen_by_its_assignee_and_the_owner_only(domain: dict[
     private = Task.objects.create(project=website, title="Salaries", private=True, assignee=carol)
 
     def titles(user: Any) -> list[str]:
-        return sorted(task["title"] for task in client_for(user).get("/api/tasks/").json())
+        return sorted(task["title"] for task in results(client_for(user).get("/api/tasks/").json()))
 
     assert titles(alice) == ["Salaries", "Write docs"]  # the owner
     assert titles(carol) == ["Hidden", "Salaries", "Write docs"]  # the assignee (and owner of "Secret")

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from tests.e2e.conftest import Live
+from tests.pages import results
 from tests.servers import (
     DEMO_PASSWORD,
     ServerDatabase,
@@ -49,7 +50,7 @@ async def rest(live: Live, user: str) -> AsyncIterator[httpx.AsyncClient]:
 async def new_task(live: Live, title: str) -> dict[str, Any]:
     """A task that alice creates in her "Website" project (bob is a member) over the REST API."""
     async with rest(live, "alice") as http:
-        projects = (await http.get("/api/projects/")).json()
+        projects = results((await http.get("/api/projects/")).json())
         website = next(project for project in projects if project["name"] == "Website")
         response = await http.post("/api/tasks/", json={"project": website["id"], "title": title})
     assert response.status_code == 201, response.text
@@ -142,7 +143,8 @@ async def test_delete_over_rest_arrives_as_delete(live: Live) -> None:
 @pytest.mark.asyncio
 async def test_create_arrives_in_the_project_collection(live: Live) -> None:
     async with rest(live, "alice") as http:
-        website = next(project for project in (await http.get("/api/projects/")).json() if project["name"] == "Website")
+        projects = results((await http.get("/api/projects/")).json())
+        website = next(project for project in projects if project["name"] == "Website")
         listed = (await http.get("/api/tasks/", params={"project": website["id"]})).json()
     async with socket(live, "bob") as ws:
         subscribed = await subscribe(ws, "api.task", filter={"project": website["id"]})

@@ -45,6 +45,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from notifications.routing import websocket_application
+from tests.pages import results
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
 
@@ -388,7 +389,7 @@ class Harness:
         elif reply["type"] == "LISTED":
             user, model = socket.user, meta.get("model")
             assert user is not None and model in MODELS, reply
-            items = reply["payload"]["results"] if isinstance(reply["payload"], dict) else reply["payload"]
+            items = results(reply["payload"])
             assert all((model, item["id"]) in self.world.visible[user] for item in items), reply
         else:
             self.check_subscribed(reply, socket)
@@ -407,7 +408,7 @@ class Harness:
             project = meta["filter"]["project"]
             assert ("api.project", project) in visible, f"{user} may not see project {project}: {reply}"
             expected = self.world.collections[(user, project)]
-            items = reply["payload"] if reply["payload"] is not None else []
+            items = results(reply["payload"]) if reply["payload"] is not None else []
             assert all(("api.task", item["id"]) in visible for item in items), reply
         else:
             assert (model, meta.get("id")) in visible, f"{user} may not see {model} {meta.get('id')}: {reply}"

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.pages import results
 from tests.servers import DEMO_PASSWORD, RECV_TIMEOUT, AsgiServer, Shell, recv_json, send_json
 
 # Sockets and REST ----------------------------------------------------------------
@@ -75,18 +76,24 @@ async def delete_task(http: httpx.AsyncClient, task: str) -> None:
 
 
 async def get(http: httpx.AsyncClient, path: str) -> Any:
-    """What ``GET`` returns now: the database as this user's REST API shows it."""
+    """What ``GET`` returns now: the database as this user's REST API shows it (a list: its page)."""
     return body(await http.get(path))
+
+
+async def get_list(http: httpx.AsyncClient, path: str) -> list[Any]:
+    """The objects of the REST list at ``path``, which must fit on one page (``tests.pages.results``)."""
+    return results(await get(http, path))
 
 
 async def project_tasks(http: httpx.AsyncClient, project: str) -> dict[str, Any]:
     """The project's task list as this user's REST API shows it, by id."""
-    return {row["id"]: row for row in await get(http, f"/api/tasks/?project={project}")}
+    return {row["id"]: row for row in await get_list(http, f"/api/tasks/?project={project}")}
 
 
 async def website(http: httpx.AsyncClient) -> str:
     """The id of alice's demo project "Website" (bob is a member)."""
-    return str(next(project for project in await get(http, "/api/projects/") if project["name"] == "Website")["id"])
+    projects = await get_list(http, "/api/projects/")
+    return str(next(project for project in projects if project["name"] == "Website")["id"])
 
 
 def demo_tokens(server: AsgiServer) -> dict[str, str]:
@@ -198,7 +205,8 @@ class Replica:
             assert (meta["seq"], meta["epoch"]) == (self.seq, self.epoch), (reply, self.seq, self.epoch)
             return
         payload = reply["payload"]
-        self.state = payload if self.id is not None else {row["id"]: row for row in payload}
+        # A collection's snapshot is the first page of its REST list: here, the whole list.
+        self.state = payload if self.id is not None else {row["id"]: row for row in results(payload)}
         self.seq, self.epoch = meta["seq"], meta["epoch"]
 
     def apply(self, frame: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.integration.clients import get_list
 from tests.servers import (
     DEMO_PASSWORD,
     AsgiServer,
@@ -138,7 +139,7 @@ async def a_website_task(server: Server, title: str) -> dict[str, Any]:
     """The demo task called ``title`` in alice's "Website" (bob is a member), over REST."""
     headers = {"Authorization": f"Token {server.tokens['bob']}"}
     async with httpx.AsyncClient(base_url=server.asgi.http_url, headers=headers, timeout=10) as http:
-        tasks = (await http.get("/api/tasks/")).json()
+        tasks = await get_list(http, "/api/tasks/")
     return next(task for task in tasks if task["title"] == title)
 
 

@@ -17,6 +17,7 @@ from tests.integration.clients import (
     delete_task,
     error_reply,
     get,
+    get_list,
     me,
     new_users,
     patch_task,
@@ -276,8 +277,6 @@ async def test_changed_names_only_the_fields_each_user_can_see(
             await receive_nothing(ann_socket.ws)
 
 
-
-
 @pytest.mark.asyncio
 async def test_a_change_of_who_sees_a_user_sends_nothing_to_those_who_still_see_the_same(
     asgi_servers: tuple[AsgiServer, AsgiServer], tokens: dict[str, str], shell: Shell
@@ -299,4 +298,4 @@ async def test_a_change_of_who_sees_a_user_sends_nothing_to_those_who_still_see_
             await set_members(alice, elsewhere, [])
             await wait_for_empty_outbox(shell)
             await receive_nothing(bob.ws)
-            assert everyone.state == {row["id"]: row for row in await get(bob_http, "/api/users/")}
+            assert everyone.state == {row["id"]: row for row in await get_list(bob_http, "/api/users/")}

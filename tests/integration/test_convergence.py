@@ -110,8 +110,6 @@ async def test_concurrent_writers_on_one_row_leave_every_subscriber_on_the_datab
     print(f"\nconvergence: {len(titles)} events for {3 * WRITES} writes; last {titles[-3:]} -> {expected_row['title']}")
 
 
-
-
 @pytest.mark.asyncio
 async def test_a_save_of_an_object_loaded_before_another_commit_leaves_subscribers_on_the_row(
     asgi_servers: tuple[AsgiServer, AsgiServer], tokens: dict[str, str], shell: Shell

@@ -23,6 +23,7 @@ from tests.integration.clients import (
     demo_tokens,
     frames_until_closed,
     get,
+    get_list,
     outbox,
     patch_task,
     project_tasks,
@@ -197,6 +198,7 @@ def publish_rows(self, using, rows):
 Relay.publish_rows = publish_rows
 """
 
+
 @pytest.fixture(scope="module")
 def slow_writer(server_env: dict[str, str]) -> Iterator[Shell]:
     writer = Shell(server_env, "slow-relay").start()
@@ -328,7 +330,7 @@ async def test_killing_redis_keeps_writes_closes_sockets_with_4031_and_recovers_
 
         # Every write is in the database, and its events wait in the outbox.
         assert (await get(alice, f"/api/tasks/{task['id']}/"))["title"] == f"fault {writes - 1}"
-        titles = {task["title"] for task in await get(alice, "/api/tasks/")}
+        titles = {task["title"] for task in await get_list(alice, "/api/tasks/")}
         assert {f"fault row {i}" for i in range(writes)} <= titles
         waiting = await asyncio.to_thread(outbox, setup.shell)
         assert len(waiting) >= 2 * (writes - kill_after), waiting

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from tests.integration.clients import get_list
 from tests.servers import (
     MANAGE,
     PYTHON,
@@ -38,7 +39,7 @@ async def new_task(server: AsgiServer, token: str, title: str) -> dict[str, Any]
     """A task in alice's "Website" project (bob is a member), created through the REST API."""
     headers = {"Authorization": f"Token {token}"}
     async with httpx.AsyncClient(base_url=server.http_url, headers=headers, timeout=10) as http:
-        projects = (await http.get("/api/projects/")).json()
+        projects = await get_list(http, "/api/projects/")
         website = next(project for project in projects if project["name"] == "Website")
         response = await http.post("/api/tasks/", json={"project": website["id"], "title": title})
         assert response.status_code == 201, response.text

@@ -12,6 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from api.models import Project, Task
 from notifications.routing import websocket_application
+from tests.pages import results
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -56,8 +57,9 @@ async def test_collection_snapshot_is_the_rest_list_of_the_project(domain: Any, 
     assert reply["meta"]["filter"] == {"project": str(domain["website"].pk)}
     assert reply["meta"]["model"] == "api.task"
     assert reply["meta"]["request_id"] == 1
-    assert [task["id"] for task in reply["payload"]] == [str(domain["task"].pk), str(second.pk)]
-    assert reply["payload"][0] == {
+    tasks = results(reply["payload"])
+    assert [task["id"] for task in tasks] == [str(domain["task"].pk), str(second.pk)]
+    assert tasks[0] == {
         "id": str(domain["task"].pk),
         "project": str(domain["website"].pk),
         "title": "Write docs",
