@@ -31,15 +31,20 @@ def append(using: str, token: str, kind: str, model: str, object_id: str, data: 
     )
 
 
-def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
-    """The unclaimed rows of one committed transaction, now leased to ``owner``."""
+def claim_transactions(using: str, tokens: list[str], owner: str, lease: float) -> list[OutboxEntry]:
+    """The unclaimed rows of these committed transactions, now leased to ``owner``, in the order written."""
     entries = OutboxEntry.objects.using(using)
-    claimed = entries.filter(txn=token, lease_until__isnull=True).update(
+    claimed = entries.filter(txn__in=tokens, lease_until__isnull=True).update(
         lease_until=time.time() + lease, owner=owner, attempts=F("attempts") + 1
     )
     if not claimed:
         return []
-    return list(entries.filter(txn=token, owner=owner).order_by("id"))
+    return list(entries.filter(txn__in=tokens, owner=owner).order_by("id"))
+
+
+def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
+    """The unclaimed rows of one committed transaction, now leased to ``owner``."""
+    return claim_transactions(using, [token], owner, lease)
 
 
 def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:

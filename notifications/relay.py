@@ -59,6 +59,8 @@ class Relay:
         self.stats = Stats()
         self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._kicks: deque[tuple[str, str]] = deque()
+        # Transactions leased by this relay and not yet published, in the order they committed.
+        self._claimed: deque[tuple[str, list[OutboxEntry]]] = deque()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
@@ -100,23 +102,29 @@ class Relay:
         """Wait until every transaction handed over so far is published (or left for a sweep)."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._kicks or self._busy:
+            while self._kicks or self._claimed or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._thread is None or not self._thread.is_alive():
-                    return not (self._kicks or self._busy)
+                    return not (self._kicks or self._claimed or self._busy)
                 self._condition.wait(remaining)
         return True
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._kicks and not self._sweep_due():
+                while not self._kicks and not self._claimed and not self._sweep_due():
                     self._condition.wait(self._sweep_wait())
-                kick = self._kicks.popleft() if self._kicks else None
+                kicks = list(self._kicks)
+                self._kicks.clear()
                 self._busy = True
             try:
-                if kick is not None:
-                    self.publish_transaction(*kick)
+                # Lease every transaction handed over so far before publishing the first: a
+                # sweeper takes only rows nobody holds, so a busy relay keeps its own, and one
+                # writer's transactions go out in the order they committed.
+                self._claim(kicks)
+                if self._claimed:
+                    using, rows = self._claimed.popleft()
+                    self.publish_rows(using, rows)
                 elif self._sweep_due():
                     self._next_sweep = time.monotonic() + float(live_settings.OUTBOX_SWEEP_INTERVAL)
                     self.sweep()
@@ -131,6 +139,28 @@ class Relay:
                     self._busy = False
                     self._condition.notify_all()
 
+    def _claim_handed_over(self) -> None:
+        """Lease what was handed over meanwhile, between two events: a long backlog keeps its rows."""
+        if threading.current_thread() is not self._thread:
+            return
+        with self._condition:
+            kicks = list(self._kicks)
+            self._kicks.clear()
+        if kicks:
+            self._claim(kicks)
+
+    def _claim(self, kicks: list[tuple[str, str]]) -> None:
+        tokens: dict[str, list[str]] = {}
+        for using, token in kicks:
+            tokens.setdefault(using, []).append(token)
+        lease = float(live_settings.OUTBOX_LEASE)
+        for using, batch in tokens.items():
+            rows = outbox.claim_transactions(using, batch, self.owner, lease)
+            by_token: dict[str, list[OutboxEntry]] = {}
+            for row in rows:
+                by_token.setdefault(row.txn, []).append(row)
+            self._claimed.extend((using, by_token[token]) for token in batch if token in by_token)
+
     def _sweep_due(self) -> bool:
         return self._sweeping and time.monotonic() >= self._next_sweep
 
@@ -140,9 +170,9 @@ class Relay:
     # Publishing -------------------------------------------------------------------
 
     def publish_transaction(self, using: str, token: str) -> None:
-        """Publish one committed transaction's rows (unless a sweeper took them already)."""
+        """Publish one committed transaction's rows now (unless a sweeper took them already)."""
         lease = float(live_settings.OUTBOX_LEASE)
-        self.publish_rows(using, outbox.claim_transaction(using, token, self.owner, lease))
+        self.publish_rows(using, outbox.claim_transactions(using, [token], self.owner, lease))
 
     def sweep(self) -> int:
         """Publish rows nobody published; returns how many rows were taken."""
@@ -181,6 +211,7 @@ class Relay:
             self._settle_losses(using)
             for unit in plan(rows, using):
                 self.publish_unit(unit, using)
+                self._claim_handed_over()
             for message in control_messages(rows):
                 get_store().publish(control_channel(), message)
         except Exception as exc:

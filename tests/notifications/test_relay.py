@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 from rest_framework.test import APIClient
 
+import notifications
 from api.models import Project, Task
 from api.serializers import UserSerializer
 from notifications import changes, outbox
@@ -606,15 +607,44 @@ def test_flush_waits_until_the_committed_transaction_is_published(domain: dict[s
     assert set(bus.threads) == {"drf-live-relay"}
 
 
+def test_a_busy_relay_leases_what_it_was_handed_so_a_sweep_cannot_reorder_it(
+    domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task, bob = domain["task"], domain["bob"]
+    subscribe(task_target(task), bob)
+    original = relay.publish_unit
+    started = threading.Event()
+
+    def slow(unit: Unit, using: str) -> None:
+        started.set()
+        time.sleep(0.2)  # a relay that falls seconds behind its writer
+        original(unit, using)
+
+    monkeypatch.setattr(relay, "publish_unit", slow)
+
+    for n in range(10):
+        notifications.publish_event("NUMBERED", task, payload={"n": n})
+    assert started.wait(5)
+    time.sleep(1.5)
+    # Another process sweeping now finds rows older than OUTBOX_GRACE (1 s), but all leased.
+    assert outbox.claim_stale(DB, "another process", 60.0, grace=1.0, limit=100) == []
+
+    assert relay.flush(timeout=10) is True
+    events = bus.events(task_target(task).stream)
+    assert [
+        json.loads(event_text(event["frames"]["event"]["all"], event["seq"]))["payload"]["n"] for event in events
+    ] == list(range(10))
+
+
 def test_flush_returns_false_while_the_relay_is_still_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     taken: list[tuple[str, str]] = []
 
-    def slow(using: str, token: str) -> None:
-        taken.append((using, token))
+    def slow(kicks: list[tuple[str, str]]) -> None:
+        taken.extend(kicks)
         release.wait(5)
 
-    monkeypatch.setattr(relay, "publish_transaction", slow)
+    monkeypatch.setattr(relay, "_claim", slow)
     try:
         relay.kick(DB, "slow")
 
