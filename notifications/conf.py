@@ -113,6 +113,13 @@ DEFAULTS: dict[str, Any] = {
     # traceback; the rest are counted in the next line. None: no limit.
     "LOG_ABUSE_BURST": 10,
     "LOG_ABUSE_INTERVAL": 60.0,
+    # The AsyncAPI document (notifications/asyncapi.py) ----------------------
+    # Whether notifications.urls serves it (asyncapi.json, asyncapi.yaml):
+    # None serves it when DEBUG is on, True always, False never (404). It
+    # names every registered model and action, as an OpenAPI schema would.
+    "ASYNCAPI_URL_ENABLED": None,
+    # Merged over the document's `info` (title, version, description).
+    "ASYNCAPI_INFO": {},
 }
 
 
