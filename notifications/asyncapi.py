@@ -5,7 +5,8 @@ it: operations with ``action: receive`` are the frames clients send (each with
 the replies it may get), those with ``action: send`` are what the server pushes
 (events, revocations). Every registered model gets its own messages, so each
 payload is what its viewset's serializer returns, mapped to JSON Schema by
-drf-spectacular (``notifications.viewset_schemas``). Error codes come from
+drf-spectacular (``notifications.viewset_schemas``); the frames around them are
+``notifications.frame_schemas``. Error codes come from
 ``frames.ErrorCode`` and close codes from ``frames.CloseCode``: AsyncAPI has no
 close codes, so they are in the channel's description and its
 ``x-close-codes`` extension. Served by ``notifications.views`` and written by
@@ -15,7 +16,6 @@ close codes, so they are in the channel's description and its
 from __future__ import annotations
 
 import importlib.metadata
-import re
 from dataclasses import dataclass, field
 from typing import Any, get_args
 from urllib.parse import urlsplit
@@ -24,6 +24,16 @@ from django.conf import settings
 
 from .actions import VIEWSET_ACTIONS, WRITE_ACTIONS
 from .conf import live_settings
+from .frame_schemas import (
+    TargetSchemas,
+    component_key,
+    frame_message,
+    object_schema,
+    own,
+    own_schemas,
+    reply_message,
+    request_message,
+)
 from .frames import ERROR_DETAILS, CloseCode, ErrorCode
 from .registration import Registration
 from .registry import Registry, site
@@ -34,8 +44,6 @@ ASYNCAPI_VERSION = "3.0.0"
 ADDRESS = "/ws/notifications/"
 CHANNEL = "notifications"
 CHANNEL_REF = {"$ref": f"#/channels/{CHANNEL}"}
-#: drf-live's own schemas in ``components.schemas``, apart from the serializers' (named by drf-spectacular).
-OWN = "drf_live."
 
 #: When each error code is answered (docs/protocol.md, section 4).
 ERROR_WHEN: dict[str, str] = {
@@ -179,7 +187,7 @@ def build_document(registry: Registry = site, *, server: str | None = None) -> d
     }
     document["operations"] = doc.operations
     document["components"] = {
-        "schemas": {**_own_schemas(), **components},
+        "schemas": {**own_schemas(), **components},
         "messages": doc.messages,
         "securitySchemes": _security_schemes(),
     }
@@ -192,7 +200,7 @@ def build_document(registry: Registry = site, *, server: str | None = None) -> d
 def _connection_messages(doc: _Document, error: dict[str, str]) -> None:
     authenticate = doc.message(
         "authenticate",
-        _request(
+        request_message(
             "authenticate",
             "Authenticate with an API token (browsers that keep a token rather than a session cookie).",
             {"token": {"type": "string", "minLength": 1, "maxLength": 200, "description": "A DRF API token."}},
@@ -201,23 +209,23 @@ def _connection_messages(doc: _Document, error: dict[str, str]) -> None:
     )
     authenticated = doc.message(
         "AUTHENTICATED",
-        _reply(
+        reply_message(
             "AUTHENTICATED",
             "The socket is now authenticated as this user.",
-            _object({"user": {"type": "string", "description": "The user's id (its primary key, as a string)."}}),
+            object_schema({"user": {"type": "string", "description": "The user's id (its primary key, as a string)."}}),
             {},
         ),
     )
     doc.receive("authenticate", [authenticate], [authenticated, error], "Authenticate the socket with a token.")
-    ping = doc.message("ping", _request("ping", "Ask for a PONG: a keep-alive, or a round trip.", {}, []))
-    pong = doc.message("PONG", _reply("PONG", "The answer to ping.", {"type": "null"}, {}))
+    ping = doc.message("ping", request_message("ping", "Ask for a PONG: a keep-alive, or a round trip.", {}, []))
+    pong = doc.message("PONG", reply_message("PONG", "The answer to ping.", {"type": "null"}, {}))
     doc.receive("ping", [ping], [pong, error], "Ping the server.")
 
 
 def _error_message() -> dict[str, Any]:
     codes = error_codes()
     table = "\n".join(f"- `{code}`: {ERROR_WHEN.get(code, ERROR_DETAILS[code])}" for code in codes)
-    payload = _object(
+    payload = object_schema(
         {
             "code": {"type": "string", "enum": codes, "description": f"What went wrong:\n\n{table}"},
             "detail": {"type": "string", "description": "A sentence for people (not for programs)."},
@@ -230,7 +238,7 @@ def _error_message() -> dict[str, Any]:
         },
         ["code", "detail"],
     )
-    message = _reply(
+    message = reply_message(
         "ERROR",
         "A request failed. An error never closes the socket; too many of them do (close code 4008).",
         payload,
@@ -257,13 +265,13 @@ def _registration_messages(
     listed = mapper.action(viewset, "list", name=label)
     collections = listed is not None and (bool(registration.filter_fields) or registration.allow_unfiltered)
     page = (listed.response if listed is not None else None) or {"type": "array", "items": obj}
-    target = _Target(registration, collections)
+    target = TargetSchemas(registration, collections)
 
     # Subscriptions.
     payload = {"anyOf": [obj, page, {"type": "null"}]} if collections else {"anyOf": [obj, {"type": "null"}]}
     subscribed = doc.message(
         f"{label}.SUBSCRIBED",
-        _reply(
+        reply_message(
             "SUBSCRIBED",
             f"Subscribed to {label}: the payload is what GET returns to this user (an object, or for a "
             "collection the first page of its REST list), or null when `meta.recovered` is true (the missed "
@@ -271,8 +279,8 @@ def _registration_messages(
             payload,
             {
                 **target.meta(),
-                "seq": _own("Seq"),
-                "epoch": _own("Epoch"),
+                "seq": own("Seq"),
+                "epoch": own("Epoch"),
                 "recovered": {
                     "type": "boolean",
                     "description": "Present when the request had `since`: whether the missed events follow.",
@@ -284,7 +292,7 @@ def _registration_messages(
     )
     subscribe = doc.message(
         f"{label}.subscribe",
-        _request(
+        request_message(
             "subscribe",
             f"Subscribe to one {label} (`id`) or to a collection (`filter`); `since` and `epoch` recover the "
             "events missed after that seq. A frame without `action` but with `model` is a subscribe.",
@@ -304,7 +312,7 @@ def _registration_messages(
     doc.receive("subscribe", [subscribe], [subscribed, error], "Subscribe to an object or a collection.")
     unsubscribe = doc.message(
         f"{label}.unsubscribe",
-        _request(
+        request_message(
             "unsubscribe",
             f"Stop receiving events of a {label} target.",
             target.request(),
@@ -319,7 +327,7 @@ def _registration_messages(
     _viewset_messages(doc, registration, mapper, target, error, obj, page, listed)
 
     # Events.
-    meta = {**target.meta(), "seq": _own("Seq"), "prev": _own("Prev")}
+    meta = {**target.meta(), "seq": own("Seq"), "prev": own("Prev")}
     changed = {
         "type": "array",
         "minItems": 1,
@@ -329,13 +337,13 @@ def _registration_messages(
     events = [("update", obj, {**meta, "changed": changed}, ["model", "id", "changed", "seq"])]
     if collections:
         events.append(("create", obj, meta, ["model", "filter", "id", "seq"]))
-    deleted = _object({"id": {"type": "string"}}, ["id"])
+    deleted = object_schema({"id": {"type": "string"}}, ["id"])
     deleted["additionalProperties"] = False
     events.append(("delete", deleted, meta, ["model", "id", "seq"]))
     for kind, event_payload, event_meta, required in events:
         type_ = registration.get_event_type(kind)
-        key = f"{label}.{_key(type_)}"
-        message = _frame(type_, _EVENTS[kind].format(label=label), event_payload, event_meta, required)
+        key = f"{label}.{component_key(type_)}"
+        message = frame_message(type_, _EVENTS[kind].format(label=label), event_payload, event_meta, required)
         doc.send(key, doc.message(key, message), f"{type_}: {_EVENT_NOUN[kind].format(label=label)}.")
 
 
@@ -343,7 +351,7 @@ def _viewset_messages(
     doc: _Document,
     registration: Registration,
     mapper: SchemaMapper,
-    target: _Target,
+    target: TargetSchemas,
     error: dict[str, str],
     obj: dict[str, Any],
     page: dict[str, Any],
@@ -381,11 +389,11 @@ def _viewset_messages(
         if action in ("list", "retrieve"):
             reply_meta.update(
                 seq={
-                    **_own("Seq"),
+                    **own("Seq"),
                     "description": "When this socket is subscribed to the target: the page or object "
                     "is as of this seq (events up to it came before this reply, later ones follow it).",
                 },
-                epoch=_own("Epoch"),
+                epoch=own("Epoch"),
             )
         if action in WRITE_ACTIONS and action != "destroy":
             properties["data"] = schemas.request or {"type": "object"}
@@ -394,11 +402,11 @@ def _viewset_messages(
         response = page if action == "list" else (obj if action == "retrieve" else schemas.response)
         request = doc.message(
             f"{label}.{action}",
-            _request(action, _ACTIONS[action].format(label=label), properties, required, key=label),
+            request_message(action, _ACTIONS[action].format(label=label), properties, required, key=label),
         )
         reply = doc.message(
             f"{label}.{reply_type}",
-            _reply(
+            reply_message(
                 reply_type,
                 _REPLIES[action].format(label=label),
                 response or {"type": "null"},
@@ -411,10 +419,10 @@ def _viewset_messages(
     for action in sorted(custom):
         if action in _CONSUMER_ACTIONS:
             continue  # drf-live's own action of that name is the one that runs
-        key = f"{label}.{_key(action)}"
+        key = f"{label}.{component_key(action)}"
         request = doc.message(
             key,
-            _request(
+            request_message(
                 action,
                 f"{action}: an action of {label}'s registration (`{custom[action]}`), with the object named "
                 "by `id` if given.",
@@ -425,7 +433,7 @@ def _viewset_messages(
         )
         reply = doc.message(
             f"{key}.reply",
-            _reply(
+            reply_message(
                 {"type": "string", "examples": [f"{action.upper()}_RESULT"]},
                 f"The answer to {action}: `{action.upper()}_RESULT` with what the action returned, or the type "
                 "and payload of the Reply it returned.",
@@ -435,103 +443,14 @@ def _viewset_messages(
                 key=f"{label}.{action}",
             ),
         )
-        doc.receive(_key(action), [request], [reply, error], f"A custom action: {action}.")
-
-
-@dataclass
-class _Target:
-    """The schemas that name targets of one registration, in requests and in ``meta``."""
-
-    registration: Registration
-    collections: bool
-
-    @property
-    def model(self) -> dict[str, Any]:
-        label = self.registration.label
-        app_label, name = label.split(".")
-        letters = "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
-        return {
-            "type": "string",
-            "pattern": f"^{re.escape(app_label)}\\.{letters}$",
-            "description": f"`{label}`: a model label as Django's apps.get_model accepts it (the model name in "
-            "any case). Replies and events use the lower case form.",
-            "examples": [label],
-        }
-
-    @property
-    def id(self) -> dict[str, Any]:
-        return {"type": "string", "maxLength": 100, "description": "The object's id as the REST API shows it."}
-
-    def filter(self) -> dict[str, Any]:
-        fields = self.registration.filter_fields
-        schema = _object(
-            {name: {"type": "string", "maxLength": 100, "description": f"The id of the {name}."} for name in fields}
-        )
-        schema["additionalProperties"] = False
-        if fields:
-            schema["description"] = (
-                f"A collection: the objects whose {', '.join(fields)} is the given id, as the viewset lists them "
-                "for this user" + ("; {} is every object it shows them." if self.registration.allow_unfiltered else ".")
-            )
-        else:
-            schema["description"] = "The unfiltered collection ({}): every object the viewset shows this user."
-        if not self.registration.allow_unfiltered:
-            schema["minProperties"] = 1
-        return schema
-
-    def request(self) -> dict[str, Any]:
-        """The target's fields in a subscribe or unsubscribe."""
-        properties = {"model": self.model, "id": self.id}
-        if self.collections:
-            properties["filter"] = self.filter()
-        return properties
-
-    def required(self) -> list[str]:
-        return ["model"] if self.collections else ["model", "id"]
-
-    def constraints(self) -> dict[str, Any]:
-        """What a subscribe or unsubscribe must name besides ``model``: an ``id`` or a ``filter``, not both."""
-        if not self.collections:
-            return {}
-        constraints: dict[str, Any] = {"not": {"required": ["id", "filter"]}}
-        if not self.registration.allow_unfiltered:
-            constraints["anyOf"] = [{"required": ["id"]}, {"required": ["filter"]}]
-        return constraints
-
-    def list_request(self, parameters: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """``filter``, ``page`` and ``query`` of a ``list`` (``query``: the REST list's query parameters)."""
-        query = _object(
-            {
-                name: {"type": "string", "maxLength": 1000, **_described(parameter)}
-                for name, parameter in parameters.items()
-                if name != "page"
-            }
-        )
-        query["additionalProperties"] = {"type": "string", "maxLength": 1000}
-        query["description"] = "Query parameters the viewset's filter backends read, as in the REST list's URL."
-        return {
-            "filter": self.filter(),
-            "page": {"type": "integer", "minimum": 1, "description": "The page of the REST list."},
-            "query": query,
-        }
-
-    def meta(self) -> dict[str, Any]:
-        """The target in a frame's ``meta``: ``model``, and ``id`` or ``filter`` (both for a collection's member)."""
-        meta: dict[str, Any] = {"model": {"const": self.registration.label}, "id": self.id}
-        if self.collections:
-            meta["filter"] = {
-                **self.filter(),
-                "description": "Present for a collection (and its members' events): the collection's filter.",
-            }
-            meta["filter"].pop("minProperties", None)
-        return meta
+        doc.receive(component_key(action), [request], [reply, error], f"A custom action: {action}.")
 
 
 def _name_fields(doc: _Document, registration: Registration, components: dict[str, Any]) -> None:
     """``meta.changed`` of the update event names fields of its payload: those of the serializer's component."""
     properties = _component(components, doc.objects[registration.label]).get("properties")
     if properties:
-        key = f"{registration.label}.{_key(registration.get_event_type('update'))}"
+        key = f"{registration.label}.{component_key(registration.get_event_type('update'))}"
         changed = doc.messages[key]["payload"]["properties"]["meta"]["properties"]["changed"]
         changed["items"] = {"type": "string", "enum": list(properties)}
 
@@ -565,7 +484,7 @@ def _mark_audiences(components: dict[str, Any], registration: Registration, obj:
 
 
 def _unsubscribed_message() -> dict[str, Any]:
-    return _reply(
+    return reply_message(
         "UNSUBSCRIBED",
         "The answer to unsubscribe, also when the socket was not subscribed to that target.",
         {"type": "null"},
@@ -579,7 +498,7 @@ def _unsubscribed_message() -> dict[str, Any]:
 
 
 def _revoked_message(registrations: list[Registration]) -> dict[str, Any]:
-    return _frame(
+    return frame_message(
         "UNSUBSCRIBED",
         "This user lost access to a target (a write changed who may see it): nothing more comes from it.",
         {"type": "null"},
@@ -594,7 +513,7 @@ def _revoked_message(registrations: list[Registration]) -> dict[str, Any]:
 
 
 def _application_event(registrations: list[Registration]) -> dict[str, Any]:
-    return _frame(
+    return frame_message(
         {"type": "string", "description": "The application's own type (`TASK_COMMENTED`, say)."},
         "An event the application sends with notifications.publish_event() to an object's or a collection's "
         "subscribers who may see it; numbered and recovered like any other event.",
@@ -603,117 +522,11 @@ def _application_event(registrations: list[Registration]) -> dict[str, Any]:
             "model": {"type": "string", "enum": [registration.label for registration in registrations]},
             "id": {"type": "string"},
             "filter": {"type": "object", "additionalProperties": {"type": "string"}},
-            "seq": _own("Seq"),
-            "prev": _own("Prev"),
+            "seq": own("Seq"),
+            "prev": own("Prev"),
         },
         ["model", "seq"],
     )
-
-
-# Building blocks ---------------------------------------------------------------------------------------------
-
-
-def _own(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{OWN}{name}"}
-
-
-def _own_schemas() -> dict[str, dict[str, Any]]:
-    return {
-        f"{OWN}RequestId": {
-            "type": ["string", "number"],
-            "maxLength": 100,
-            "description": "Any JSON string (at most 100 characters) or number the client chooses; the reply to "
-            "the request carries it back in `meta.request_id`.",
-        },
-        f"{OWN}Seq": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "The position in the target's event stream: every event of a target carries the next.",
-        },
-        f"{OWN}Prev": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "The seq of the last event this subscriber was sent, when it is not seq - 1 (events "
-            "in between were not for it). Apply the event when this (or seq - 1) is the last seq you hold.",
-        },
-        f"{OWN}Epoch": {
-            "type": "string",
-            "description": "Names the stream's history: a seq means something only together with its epoch.",
-        },
-    }
-
-
-def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _described(parameter: dict[str, Any]) -> dict[str, Any]:
-    return {"description": str(parameter["description"])} if parameter.get("description") else {}
-
-
-def _request(
-    action: str,
-    summary: str,
-    properties: dict[str, Any],
-    required: list[str],
-    *,
-    optional_action: bool = False,
-    key: str | None = None,
-) -> dict[str, Any]:
-    """A frame a client sends: ``{"action": ..., "request_id": ..., ...}``."""
-    required = [name for name in required if name != "action"]
-    payload = _object(
-        {"action": {"const": action}, **properties, "request_id": _own("RequestId")},
-        required if optional_action else ["action", *required],
-    )
-    return {
-        "name": action,
-        "title": f"{action} ({key})" if key else action,
-        "summary": summary,
-        "payload": payload,
-        "correlationId": {"location": "$message.payload#/request_id"},
-    }
-
-
-def _reply(
-    type_: str | dict[str, Any],
-    summary: str,
-    payload: dict[str, Any],
-    meta: dict[str, Any],
-    required: list[str] | None = None,
-    *,
-    key: str | None = None,
-) -> dict[str, Any]:
-    """A reply: its ``meta.request_id`` echoes the request's."""
-    message = _frame(type_, summary, payload, {"request_id": _own("RequestId"), **meta}, required or [])
-    message["title"] = f"{message['name']} ({key})" if key else message["name"]
-    message["correlationId"] = {"location": "$message.payload#/meta/request_id"}
-    return message
-
-
-def _frame(
-    type_: str | dict[str, Any], summary: str, payload: dict[str, Any], meta: dict[str, Any], required: list[str]
-) -> dict[str, Any]:
-    """A server frame: a Flux Standard Action ``{"type", "payload", "meta"}``."""
-    type_schema = {"const": type_} if isinstance(type_, str) else type_
-    name = type_ if isinstance(type_, str) else "reply"
-    return {
-        "name": name,
-        "title": name,
-        "summary": summary,
-        "payload": _object(
-            {"type": type_schema, "payload": payload, "meta": _object(meta, required)},
-            ["type", "payload", "meta"],
-        ),
-    }
-
-
-def _key(name: str) -> str:
-    """``name`` as a component key (letters, digits, ``.-_``)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def _info() -> dict[str, Any]:
@@ -768,7 +581,7 @@ def _security_schemes() -> dict[str, Any]:
 def _ws_binding() -> dict[str, Any]:
     return {
         "method": "GET",
-        "headers": _object(
+        "headers": object_schema(
             {
                 "Authorization": {
                     "type": "string",

@@ -38,4 +38,8 @@ def to_yaml(document: dict[str, Any]) -> str:
     """``document`` as YAML, in its own key order (PyYAML comes with drf-spectacular)."""
     import yaml
 
-    return str(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True  # the document shares schema objects: write each out, not as &id001 / *id001
+
+    return str(yaml.dump(document, Dumper=Dumper, sort_keys=False, allow_unicode=True))

@@ -370,7 +370,9 @@ def test_url_serves_the_document_in_debug(client, settings):
     assert "api.task.UPDATE_TASK" in document["operations"]
     as_yaml = client.get("/api/asyncapi.yaml")
     assert as_yaml.status_code == 200
+    assert as_yaml["Content-Type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.content) == document
+    assert b"&id0" not in as_yaml.content  # no YAML aliases for the schemas the document shares
 
 
 @pytest.mark.django_db
