@@ -42,4 +42,9 @@ def to_yaml(document: dict[str, Any]) -> str:
         def ignore_aliases(self, data: Any) -> bool:
             return True  # the document shares schema objects: write each out, not as &id001 / *id001
 
-    return str(yaml.dump(document, Dumper=Dumper, sort_keys=False, allow_unicode=True))
+    def text(dumper: yaml.SafeDumper, value: str) -> Any:
+        # Descriptions (Markdown, tables) as literal blocks, readable as they are written.
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+    Dumper.add_representer(str, text)
+    return str(yaml.dump(document, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120))
