@@ -113,6 +113,11 @@ DEFAULTS: dict[str, Any] = {
     # traceback; the rest are counted in the next line. None: no limit.
     "LOG_ABUSE_BURST": 10,
     "LOG_ABUSE_INTERVAL": 60.0,
+    # The inspector (notifications/views.py, docs/operations.md) -------------
+    # Whether the page at notifications.urls' "inspector/" is served at all:
+    # None serves it when DEBUG is on, True in any deployment, False never.
+    # Served or not, only active staff users get it; everyone else gets 404.
+    "INSPECTOR_ENABLED": None,
 }
 
 
