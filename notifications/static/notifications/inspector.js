@@ -168,14 +168,16 @@ $("subscribe-form").addEventListener("submit", (event) => {
     say(subscribeMessage, `${name}: ${why}.`);
   });
   button.addEventListener("click", async () => {
-    button.disabled = true;
+    // aria-disabled, not disabled: a disabled button loses the focus, which drop() hands on.
+    if (button.getAttribute("aria-disabled") === "true") return;
+    button.setAttribute("aria-disabled", "true");
     state.textContent = "unsubscribing…";
     try {
       await subscription.unsubscribe();
       drop(name);
       say(subscribeMessage, `Unsubscribed from ${name}.`);
     } catch (error) {
-      button.disabled = false;
+      button.removeAttribute("aria-disabled");
       state.textContent = "subscribed";
       say(subscribeMessage, `Not unsubscribed from ${name}: ${reasonOf(error)}.`);
     }
