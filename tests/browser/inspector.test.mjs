@@ -180,8 +180,8 @@ function inspectorTests() {
     const root = (await rest("GET", "/api/users/", { token: aliceToken })).results.find((user) => user.username === STAFF.username).id;
     await rest("PATCH", `/api/projects/${website}/`, { token: aliceToken, body: { members: members.filter((id) => id !== root) } });
 
-    await frame("received UNSUBSCRIBED", '"reason": "revoked"').filter({ hasText: `"id": "${taskId}"` }).waitFor();
-    await frame("received UNSUBSCRIBED", '"reason": "revoked"').filter({ hasText: `"project": "${website}"` }).waitFor();
+    await frame("received UNSUBSCRIBED", '"reason": "revoked"', `"id": "${taskId}"`).waitFor();
+    await frame("received UNSUBSCRIBED", '"reason": "revoked"', `"project": "${website}"`).waitFor();
     await until(async () => (await subscriptions.count()) === 0, "both subscriptions leave the list");
     await page.getByText("None yet.").waitFor();
   });
@@ -258,9 +258,11 @@ function inspectorTests() {
     return page.getByRole("list", { name: "Frames" }).getByRole("listitem");
   }
 
-  /** The log entry whose head says `head` (e.g. "received PONG") and whose text holds `text`. */
-  function frame(head, text) {
-    return frames().filter({ has: page.getByText(head, { exact: false }) }).filter({ hasText: text }).last();
+  /** The last log entry whose head says `head` (e.g. "received PONG") and whose text holds each of `texts`. */
+  function frame(head, ...texts) {
+    let entries = frames().filter({ has: page.getByText(head, { exact: false }) });
+    for (const text of texts) entries = entries.filter({ hasText: text });
+    return entries.last();
   }
 }
 
