@@ -120,6 +120,11 @@ DEFAULTS: dict[str, Any] = {
     "ASYNCAPI_URL_ENABLED": None,
     # Merged over the document's `info` (title, version, description).
     "ASYNCAPI_INFO": {},
+    # The inspector (notifications/views.py, docs/operations.md) -------------
+    # Whether the page at notifications.urls' "inspector/" is served at all:
+    # None serves it when DEBUG is on, True in any deployment, False never.
+    # Served or not, only active staff users get it; everyone else gets 404.
+    "INSPECTOR_ENABLED": None,
 }
 
 

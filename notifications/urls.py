@@ -1,14 +1,19 @@
-"""URLs of drf-live's AsyncAPI document: ``path("api/", include("notifications.urls"))``.
+"""drf-live's pages: with ``path("drf-live/", include("notifications.urls"))``, /drf-live/inspector/ and
+/drf-live/asyncapi.json (and .yaml).
 
-Served when ``DEBUG`` is on, or when ``DRF_LIVE["ASYNCAPI_URL_ENABLED"]`` says so;
-otherwise they answer 404.
+The inspector is served to staff users when ``DEBUG`` is on or
+``DRF_LIVE["INSPECTOR_ENABLED"]`` says so, the AsyncAPI document when ``DEBUG``
+is on or ``DRF_LIVE["ASYNCAPI_URL_ENABLED"]`` says so; otherwise they answer 404.
 """
 
 from django.urls import path
 
-from .views import asyncapi_document
+from .views import InspectorView, asyncapi_document
+
+app_name = "drf_live"
 
 urlpatterns = [
-    path("asyncapi.json", asyncapi_document, {"format": "json"}, name="drf-live-asyncapi"),
-    path("asyncapi.yaml", asyncapi_document, {"format": "yaml"}, name="drf-live-asyncapi-yaml"),
+    path("inspector/", InspectorView.as_view(), name="inspector"),
+    path("asyncapi.json", asyncapi_document, {"format": "json"}, name="asyncapi"),
+    path("asyncapi.yaml", asyncapi_document, {"format": "yaml"}, name="asyncapi-yaml"),
 ]

@@ -7,7 +7,9 @@ urlpatterns = [
     path("", DemoView.as_view(), name="demo"),
     path("admin/", admin.site.urls),
     path("api-auth/", include("rest_framework.urls")),
-    # drf-live's AsyncAPI document, /api/asyncapi.json and .yaml (in DEBUG, or as DRF_LIVE says).
-    path("api/", include("notifications.urls")),
     path("api/", include("api.urls")),
+    # drf-live's pages (served when DEBUG is on, or as DRF_LIVE says): the inspector at
+    # /drf-live/inspector/ (staff only, docs/operations.md) and the socket's AsyncAPI document
+    # at /drf-live/asyncapi.json and .yaml.
+    path("drf-live/", include("notifications.urls")),
 ]

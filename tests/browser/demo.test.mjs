@@ -16,25 +16,12 @@
  * the suite is skipped, unless DRF_LIVE_REQUIRE_BROWSER=1 (CI), where it fails.
  */
 import assert from "node:assert/strict";
-import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
-import os from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import { promisify } from "node:util";
+import { after, before, it } from "node:test";
+import { describeInBrowser, freePort, launchChromium, ROOT, sleep, Stack, stop, until, WAIT } from "./helpers.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const OUTPUT = path.join(ROOT, "test-output", "browser");
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const PYTHON = path.join(ROOT, ".venv", "bin", "python");
-const REQUIRED = process.env.DRF_LIVE_REQUIRE_BROWSER === "1";
-const CHROMIUM_ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-const WAIT = 10_000; // the bound of every wait for something the page should show
 
 // The demo data (api/management/commands/load_demo.py), and what the tests make of it.
 const LANDING = "Write the landing page";
@@ -43,57 +30,20 @@ const CARDS = "Order business cards";
 const CARDS_RENAMED = "Order 500 business cards";
 const OFFLINE = "Write the landing page (written while the server was down)";
 
-function onPath(name) {
-  return (process.env.PATH ?? "").split(path.delimiter).some((dir) => existsSync(path.join(dir, name)));
-}
-
-async function whatIsMissing() {
-  if (!existsSync(CHROMIUM)) return `Chromium is not installed at ${CHROMIUM}: apt-get install chromium`;
-  if (!onPath("redis-server")) return "redis-server is not on PATH: apt-get install redis-server";
-  if (!existsSync(PYTHON)) return "there is no .venv: run `make install` (or `make test`)";
-  if (!existsSync(path.join(ROOT, "node_modules", "redux", "dist"))) return "redux is not installed: run `npm ci`";
-  try {
-    await import("playwright-core");
-  } catch {
-    return "playwright-core is not installed: run `npm ci`";
-  }
-  return null;
-}
-
-const missing = await whatIsMissing();
-
-if (missing && REQUIRED) {
-  it("has what the browser tests need (DRF_LIVE_REQUIRE_BROWSER=1)", () => assert.fail(missing));
-} else {
-  describe("the demo page", { skip: missing ? `skipped: ${missing}` : false }, demoPageTests);
-}
+await describeInBrowser("the demo page", demoPageTests);
 
 function demoPageTests() {
-  const processes = new Set();
-  const tmp = mkdtempSync(path.join(os.tmpdir(), "drf-live-browser-"));
-  let env, port, server, browser, alice, bob, carol;
+  const stack = new Stack(OUTPUT);
+  let port, server, browser, alice, bob, carol;
 
   before(async () => {
     rmSync(OUTPUT, { recursive: true, force: true });
     mkdirSync(OUTPUT, { recursive: true });
-    const redisPort = await freePort();
-    start("redis-server", ["--port", String(redisPort), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp], "redis");
-    await waitForPort(redisPort);
-    env = {
-      ...process.env,
-      DJANGO_SETTINGS_MODULE: "project.settings",
-      DATABASE_URL: `sqlite:///${path.join(tmp, "db.sqlite3")}`,
-      REDIS_URL: `redis://127.0.0.1:${redisPort}/0`,
-      DEBUG: "1",
-      PYTHONUNBUFFERED: "1",
-    };
-    await manage("migrate", "--noinput");
-    await manage("load_demo", "--quiet");
+    await stack.start();
     port = await freePort();
     server = await startServer();
 
-    const { chromium } = await import("playwright-core");
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
     [alice, bob, carol] = await Promise.all([signIn("alice"), signIn("bob"), signIn("carol")]);
   }, { timeout: 60_000 });
 
@@ -101,15 +51,12 @@ function demoPageTests() {
     const pages = [alice, bob, carol].filter(Boolean);
     for (const page of pages) await screenshot(page, `${page.user}-last`);
     await browser?.close().catch(() => {});
-    await Promise.all([...processes].map(stop));
-    rmSync(tmp, { recursive: true, force: true });
+    await stack.close();
     for (const page of pages) {
       assert.deepEqual(page.errors, [], `uncaught errors on ${page.user}'s page`);
       assert.deepEqual(page.consoleErrors, [], `errors in ${page.user}'s console`);
     }
   });
-  // Should the runner be interrupted, take the servers down with it.
-  process.once("exit", () => processes.forEach((child) => child.kill("SIGKILL")));
 
   it("shows each user their own projects, a live connection badge and controls named after each task", { timeout: 30_000 }, async () => {
     for (const page of [alice, bob, carol]) {
@@ -437,29 +384,12 @@ function demoPageTests() {
 
   // --- helpers -------------------------------------------------------------------------------------
 
-  function start(command, args, name) {
-    const log = openSync(path.join(OUTPUT, `${name}.log`), "a");
-    const child = spawn(command, args, { cwd: ROOT, env: env ?? process.env, stdio: ["ignore", log, log] });
-    child.exited = new Promise((resolve) => child.once("exit", resolve));
-    processes.add(child);
-    child.exited.then(() => processes.delete(child));
-    return child;
+  function startServer() {
+    return stack.startServer(port);
   }
 
-  async function startServer() {
-    const child = start(
-      PYTHON,
-      // As `make run` serves it (a deadline for request headers, WebSocket pings).
-      ["-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1", "--port", String(port), "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
-        "--http", "notifications.handshake:HttpProtocol", "--timeout-keep-alive", "5", "--ws-ping-interval", "20", "--ws-ping-timeout", "20"],
-      "server",
-    );
-    await waitForPort(port, child);
-    return child;
-  }
-
-  async function manage(...args) {
-    await promisify(execFile)(PYTHON, ["manage.py", ...args], { cwd: ROOT, env, timeout: 60_000 });
+  function manage(...args) {
+    return stack.manage(...args);
   }
 
   async function signIn(user) {
@@ -534,60 +464,4 @@ async function taskId(page, title) {
 
 async function screenshot(page, name) {
   await page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true }).catch(() => {});
-}
-
-/** Poll `check` until it returns something truthy (returned), or fail saying `what` was not seen. */
-async function until(check, what, timeout = WAIT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    await sleep(50);
-  }
-  assert.fail(`not seen within ${timeout} ms: ${what} (last: ${last})`);
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-    probe.on("error", reject);
-  });
-}
-
-async function waitForPort(port, child = null, timeout = 30_000) {
-  const deadline = Date.now() + timeout;
-  while (Date.now() < deadline) {
-    if (child && child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode}: see ${OUTPUT}/server.log`);
-    const open = await new Promise((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.on("error", () => resolve(false));
-    });
-    if (open) return;
-    await sleep(100);
-  }
-  throw new Error(`nothing listens on port ${port} after ${timeout} ms`);
-}
-
-/** SIGTERM, then SIGKILL after 10 s: every process the suite started ends with it. */
-async function stop(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-  await child.exited;
-  clearTimeout(timer);
 }

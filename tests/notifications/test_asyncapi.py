@@ -30,7 +30,7 @@ from notifications.frames import CloseCode, ErrorCode
 from notifications.registry import Registry, site
 from notifications.testing import published
 
-URL = "/api/asyncapi.json"
+URL = "/drf-live/asyncapi.json"
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +368,7 @@ def test_url_serves_the_document_in_debug(client, settings):
     assert document["servers"]["drf-live"]["host"] == "testserver"
     assert document["servers"]["drf-live"]["protocol"] == "ws"
     assert "api.task.UPDATE_TASK" in document["operations"]
-    as_yaml = client.get("/api/asyncapi.yaml")
+    as_yaml = client.get("/drf-live/asyncapi.yaml")
     assert as_yaml.status_code == 200
     assert as_yaml["Content-Type"].startswith("application/yaml")
     assert yaml.safe_load(as_yaml.content) == document
@@ -394,7 +394,7 @@ def test_url_is_off_without_debug_unless_the_setting_enables_it(client, settings
     settings.DRF_LIVE = {"ASYNCAPI_URL_ENABLED": enabled}
 
     assert client.get(URL).status_code == status
-    assert client.get("/api/asyncapi.yaml").status_code == status
+    assert client.get("/drf-live/asyncapi.yaml").status_code == status
 
 
 def test_info_can_be_set(settings):
