@@ -113,6 +113,17 @@ DEFAULTS: dict[str, Any] = {
     # traceback; the rest are counted in the next line. None: no limit.
     "LOG_ABUSE_BURST": 10,
     "LOG_ABUSE_INTERVAL": 60.0,
+    # Prometheus metrics (notifications/metrics.py, docs/operations.md) -----
+    # True records them (prometheus-client must be installed: the `metrics`
+    # extra) and serves them at notifications.metrics_view.metrics_view; off
+    # (None, False), nothing is recorded and the endpoint answers 404.
+    "METRICS": None,
+    # Who may read the endpoint: a request from one of these networks that no
+    # proxy forwarded (no Forwarded, X-Forwarded-For or X-Real-IP header), or
+    # one with `Authorization: Bearer <METRICS_TOKEN>` when a token is set.
+    # Anyone else gets 403. [] and a token: the token only.
+    "METRICS_ADDRESSES": ["127.0.0.1/32", "::1/128"],
+    "METRICS_TOKEN": None,
 }
 
 
@@ -143,6 +154,10 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
         live_settings.reload()
         reset_store()
+        if setting == "DRF_LIVE":
+            from . import metrics
+
+            metrics.configure()
 
 
 setting_changed.connect(_reload)
