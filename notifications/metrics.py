@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .conf import live_settings
 
 logger = logging.getLogger("notifications.metrics")
@@ -35,6 +37,11 @@ logger = logging.getLogger("notifications.metrics")
 #: Seconds, for commit-to-publish and commit-to-send: a few milliseconds when all is well, about
 #: OUTBOX_GRACE (1 s) when a sweep published what its writer left, minutes after a Redis outage.
 LATENCY_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+#: The kinds of events (``plan.Unit.kind``) and the statuses of refused handshakes (``auth.deny``).
+EVENT_KINDS = ("create", "update", "delete", "touch", "event")
+REFUSALS = (403, 404, 429)
 
 
 class Recorder:
@@ -140,13 +147,22 @@ class PrometheusRecorder(Recorder):
             "From a change's outbox row to its frame handed to the sockets, once per event and server process.",
             buckets=LATENCY_BUCKETS,
         )
+        # Every label value known now is bound (and shown, at 0) from the start: a rate over a
+        # series that appears only with its first error would miss that error.
+        from .frames import ERROR_DETAILS, CloseCode
+        from .registry import site
+
+        models = [registration.label for registration in site]
         self._recovered = {True: self.recoveries.labels("true"), False: self.recoveries.labels("false")}
         self._failures = {reason: self.publish_failures.labels(reason) for reason in ("transient", "lost")}
-        self._subscriptions: dict[str, Any] = {}
-        self._published: dict[tuple[str, str], Any] = {}
-        self._errors: dict[str, Any] = {}
-        self._closes: dict[int, Any] = {}
-        self._refusals: dict[int, Any] = {}
+        self._subscriptions: dict[str, Any] = {model: self.subscriptions.labels(model) for model in models}
+        self._published: dict[tuple[str, str], Any] = {
+            (model, kind): self.events_published.labels(model, kind) for model in models for kind in EVENT_KINDS
+        }
+        self._errors: dict[str, Any] = {code: self.errors.labels(code) for code in ERROR_DETAILS}
+        codes = [value for name, value in vars(CloseCode).items() if name.isupper() and isinstance(value, int)]
+        self._closes: dict[int, Any] = {code: self.closes.labels(str(code)) for code in codes}
+        self._refusals: dict[int, Any] = {status: self.refusals.labels(str(status)) for status in REFUSALS}
         if multiprocess_dir() is None:
             REGISTRY.register(OutboxCollector())
 
@@ -231,7 +247,13 @@ def configure() -> Recorder:
             logger.error("DRF_LIVE['METRICS'] is on but prometheus-client is not installed: nothing is recorded.")
             recorder = NOOP
             return recorder
-        _prometheus = PrometheusRecorder()
+        try:
+            _prometheus = PrometheusRecorder()
+        except OSError as exc:  # multiprocess mode: its files cannot be made
+            raise ImproperlyConfigured(
+                f"PROMETHEUS_MULTIPROC_DIR={multiprocess_dir()!r} cannot hold the metrics' files ({exc}): "
+                "create it, empty and writable, before starting the processes (docs/operations.md)."
+            ) from exc
     recorder = _prometheus
     return recorder
 

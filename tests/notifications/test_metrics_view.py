@@ -52,6 +52,15 @@ def test_on_loopback_reads_the_metrics_in_prometheus_text_format(client: Client,
     assert values[("drf_live_outbox_rows", (("database", "default"),))] == 1
     assert values[("drf_live_outbox_oldest_age_seconds", (("database", "default"),))] > 1_000_000
     assert ("drf_live_sockets_open", ()) in values
+    # Every label value known at start is shown from the start (a rate needs the series before its first count).
+    for name, labels in [
+        ("drf_live_errors_total", (("code", "throttled"),)),
+        ("drf_live_closes_total", (("code", "4031"),)),
+        ("drf_live_handshakes_refused_total", (("status", "429"),)),
+        ("drf_live_subscriptions", (("model", "api.task"),)),
+        ("drf_live_events_published_total", (("kind", "touch"), ("model", "api.project"))),
+    ]:
+        assert (name, labels) in values, name
     assert client.get("/metrics/").status_code == 200
 
 
