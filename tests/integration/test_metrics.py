@@ -96,6 +96,23 @@ async def scrape_until(server: AsgiServer, done: Callable[[Scrape], bool], timeo
         await asyncio.sleep(0.1)
 
 
+def counted(start: Scrape, frames: int, events: int, sends: int) -> Callable[[Scrape], bool]:
+    """Whether a scrape counts ``frames`` deliveries, ``events`` publishes and ``sends`` latencies since ``start``.
+
+    A client may read a frame before its server has recorded it, and before the relay has
+    counted the publish (it counts once the commit returned): the test waits for both.
+    """
+
+    def done(now: Scrape) -> bool:
+        return (
+            now.since(start, "drf_live_deliveries_total") >= frames
+            and now.since(start, "drf_live_commit_to_publish_seconds_count") >= events
+            and now.since(start, "drf_live_commit_to_send_seconds_count") >= sends
+        )
+
+    return done
+
+
 async def empty_outbox(server: AsgiServer) -> Scrape:
     """Wait until every change written so far is published (the outbox's rows, read when scraped)."""
     return await scrape_until(server, lambda now: now("drf_live_outbox_rows", database="default") == 0)
@@ -203,9 +220,9 @@ async def test_the_metrics_of_a_server_count_what_its_clients_saw(metered: Calla
             for socket, pair in zip((first, second), pairs, strict=True):
                 await socket.settle(await now(*pair))
             assert frames_received(replicas) == 8
-            written = await scrape(server)
-            assert written.since(start, "drf_live_deliveries_total") == frames_received(replicas)
             events = len(events_received(replicas))
+            written = await scrape_until(server, counted(start, frames_received(replicas), events, events))
+            assert written.since(start, "drf_live_deliveries_total") == frames_received(replicas)
             assert written.since(start, "drf_live_events_published_total", kind="update", **TASKS) == events == 4
             assert written.since(start, "drf_live_commit_to_publish_seconds_count") == events
             # One process: each event was handed to its sockets once, so one latency per event.
@@ -355,7 +372,7 @@ async def test_worker_processes_add_up_whichever_answers_and_a_killed_one_stops_
         for socket in clients:
             frame = await socket.receive()
             assert frame["type"] == "UPDATE_TASK", frame
-        written = await scrape(server)
+        written = await scrape_until(server, counted(start, count, 1, 2))
         assert written.since(start, "drf_live_deliveries_total") == count == frames_received(replicas)
         assert written.since(start, "drf_live_events_published_total", kind="update", **TASKS) == 1
         # One event, handed to sockets by each of the two workers: one latency each.
