@@ -11,10 +11,11 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import checks, metrics  # noqa: F401  (checks: registers the system checks)
         from .receivers import connect
         from .registry import site
 
         # Each installed app's notifications.py registers its models.
         autodiscover_modules("notifications", register_to=site)
         connect(site)
+        metrics.configure()  # Prometheus metrics when DRF_LIVE["METRICS"] is on, else the no-op recorder

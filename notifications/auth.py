@@ -25,6 +25,7 @@ from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 from rest_framework import exceptions
 
+from . import metrics
 from .conf import live_settings
 from .limits import auth_failures, strangers
 from .sessions import session_user
@@ -203,6 +204,7 @@ async def deny(scope: dict[str, Any], receive: Any, send: Any, status: int = FOR
     message = await receive()
     if message["type"] != "websocket.connect":
         return
+    metrics.recorder.refused(status)
     if status != FORBIDDEN and "websocket.http.response" in scope.get("extensions", {}):
         await send({"type": "websocket.http.response.start", "status": status, "headers": []})
         await send({"type": "websocket.http.response.body", "body": b""})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.core import checks
@@ -15,6 +16,47 @@ def check_registrations(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     messages: list[checks.CheckMessage] = []
     for registration in site:
         messages.extend(_check(registration))
+    return messages
+
+
+@checks.register("drf_live")
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``METRICS`` on needs prometheus-client, and addresses the endpoint can read."""
+    from .conf import live_settings
+
+    if not live_settings.METRICS:
+        return []
+    messages: list[checks.CheckMessage] = []
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        messages.append(
+            checks.Error(
+                "DRF_LIVE['METRICS'] is on but prometheus-client is not installed: nothing is recorded.",
+                hint="pip install 'drf-live[metrics]', or turn METRICS off.",
+                id="drf_live.E010",
+            )
+        )
+    for entry in live_settings.METRICS_ADDRESSES or ():
+        try:
+            ipaddress.ip_network(str(entry), strict=False)
+        except ValueError:
+            messages.append(
+                checks.Error(
+                    f"DRF_LIVE['METRICS_ADDRESSES'] holds {entry!r}, which is not an address or a network.",
+                    hint='List addresses or networks the metrics endpoint answers, e.g. ["127.0.0.1", "10.0.0.0/8"].',
+                    id="drf_live.E011",
+                )
+            )
+    token = live_settings.METRICS_TOKEN
+    if token is not None and not isinstance(token, str):
+        messages.append(
+            checks.Error(
+                "DRF_LIVE['METRICS_TOKEN'] must be a string (or None).",
+                hint="Scrapers send it as `Authorization: Bearer <token>`.",
+                id="drf_live.E011",
+            )
+        )
     return messages
 
 

@@ -125,6 +125,17 @@ DEFAULTS: dict[str, Any] = {
     # None serves it when DEBUG is on, True in any deployment, False never.
     # Served or not, only active staff users get it; everyone else gets 404.
     "INSPECTOR_ENABLED": None,
+    # Prometheus metrics (notifications/metrics.py, docs/operations.md) -----
+    # True records them (prometheus-client must be installed: the `metrics`
+    # extra) and serves them at notifications.metrics_view.metrics_view; off
+    # (None, False), nothing is recorded and the endpoint answers 404.
+    "METRICS": None,
+    # Who may read the endpoint: a request from one of these networks that no
+    # proxy forwarded (no Forwarded, X-Forwarded-For or X-Real-IP header), or
+    # one with `Authorization: Bearer <METRICS_TOKEN>` when a token is set.
+    # Anyone else gets 403. [] and a token: the token only.
+    "METRICS_ADDRESSES": ["127.0.0.1/32", "::1/128"],
+    "METRICS_TOKEN": None,
 }
 
 
@@ -155,6 +166,10 @@ def _reload(*, setting: str, **kwargs: Any) -> None:
 
         live_settings.reload()
         reset_store()
+        if setting == "DRF_LIVE":
+            from . import metrics
+
+            metrics.configure()
 
 
 setting_changed.connect(_reload)

@@ -15,7 +15,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import actions as viewset_actions
-from . import delivery, frames, sessions
+from . import delivery, frames, metrics, sessions
 from .auth import authenticate_token, client_address, header
 from .conf import live_settings
 from .delivery import REVOKE, Subscription, Verdict
@@ -80,6 +80,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.held: list[tuple[str, dict[str, Any], int | None]] | None = None
         self.rechecks = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        # The metrics recorder this socket counts into, from its accept to its end (a no-op until then).
+        self.recorder: metrics.Recorder = metrics.NOOP
 
     # Connection -------------------------------------------------------------
 
@@ -123,6 +125,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if live_settings.OUTBOX_SWEEP is None:
             relay.start(sweep=True)
         await self.accept()
+        self.recorder = metrics.recorder
+        self.recorder.socket_opened()
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
             await self.login(user, self.scope.get("drf_live_credentials"))
@@ -177,6 +181,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if self.closed:
             return
         self.closed = True
+        self.recorder.closed(code)
         self.out.stop()
         await self.leave_groups()
         if wait:
@@ -204,10 +209,13 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         subscriptions = list(self.subscriptions.values())
         self.subscriptions.clear()
         for subscription in subscriptions:
+            self.recorder.unsubscribed(subscription.target.model)
             await self._leave(subscription)
 
     def _release(self) -> None:
         self.closed = True
+        self.recorder.socket_closed()
+        self.recorder = metrics.NOOP
         if self.counted_user is not None:
             sockets_per_user.remove(self.counted_user)
             self.counted_user = None
@@ -276,6 +284,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if not self.error_bucket.take():
             await self.end(CloseCode.FLOOD)
             return
+        self.recorder.error(frame["payload"]["code"])
         await self.send_frame(frame)
 
     def parse(self, text_data: str | None) -> dict[str, Any]:
@@ -383,9 +392,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             )
         previous = self.subscriptions.pop(target.stream, None)
         if previous is not None:
+            self.recorder.unsubscribed(previous.target.model)
             await self._leave(previous)
         subscription = Subscription(target, data["registration"], user_key(self.user))
         self.subscriptions[target.stream] = subscription
+        self.recorder.subscribed(target.model)
         tracked = False
         try:
             # Listen first, then register and read the position, then the
@@ -406,8 +417,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 logger.warning("Could not subscribe to %s", target.stream, exc_info=True)
             raise RequestError("unavailable") from None
         pending, subscription.pending = subscription.pending or [], None
-        for message, prev in pending:
-            self.forward(subscription, message, prev)
+        self.recorder.delivered(sum(self.forward(subscription, message, prev) for message, prev in pending))
 
     async def _register(self, subscription: Subscription) -> Position:
         try:
@@ -453,12 +463,16 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 await self.send_frame(reply)
                 for text in texts:
                     self.send_text(text)
+                self.recorder.recovery(True)
+                self.recorder.delivered(len(texts))
                 return
         payload, members = await self.snapshot(subscription, data)
         subscription.seq = subscription.sent = position.seq
         subscription.members = members
         subscription.complete = True
         extra = {"recovered": False} if "since" in data else {}
+        if "since" in data:
+            self.recorder.recovery(False)
         await self.send_frame(
             frames.reply("SUBSCRIBED", payload, request_id, **meta, seq=position.seq, epoch=position.epoch, **extra)
         )
@@ -508,6 +522,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def drop(self, subscription: Subscription, *, tracked: bool = True) -> None:
         if self.subscriptions.get(subscription.target.stream) is subscription:
             del self.subscriptions[subscription.target.stream]
+            self.recorder.unsubscribed(subscription.target.model)
         await self._leave(subscription, tracked=tracked)
 
     async def _leave(self, subscription: Subscription, *, tracked: bool = True) -> None:
@@ -579,8 +594,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         finally:
             if subscription is not None and subscription.pending is not None:
                 pending, subscription.pending = subscription.pending, None
-                for message, prev in pending:
-                    self.forward(subscription, message, prev)
+                sent = sum(self.forward(subscription, message, prev) for message, prev in pending)
+                self.recorder.delivered(sent)
 
     @database_sync_to_async
     def _run_viewset(self, registration: Any, action: str, data: dict[str, Any]) -> viewset_actions.Reply:
@@ -601,10 +616,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     # Stream and control messages, from the hub ------------------------------------
 
-    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
-        """A message of one of this socket's channels; must not block."""
+    def hub_message(self, channel: str, message: dict[str, Any], prev: int | None) -> bool:
+        """A message of one of this socket's channels; must not block. True when it sent an event frame."""
         if self.closed:
-            return
+            return False
         if channel == control_channel():
             self.control(message)
         elif self.held is not None:
@@ -612,7 +627,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             # lost access never sees the event of the write that took it away.
             self.held.append((channel, message, prev))
         else:
-            self.take_event(channel, message, prev)
+            return self.take_event(channel, message, prev)
+        return False
 
     def control(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -636,30 +652,31 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         logger.info("Closing a socket with %s so that it recovers: %s", CloseCode.LAYER_LOST, reason)
         self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
 
-    def take_event(self, channel: str, message: dict[str, Any], prev: int | None) -> None:
+    def take_event(self, channel: str, message: dict[str, Any], prev: int | None) -> bool:
         """A message for one of this socket's targets: forwarded if it is still subscribed."""
         subscription = self.subscriptions.get(channel)
         if subscription is not None:
-            self.forward(subscription, message, prev)
+            return self.forward(subscription, message, prev)
+        return False
 
-    def forward(self, subscription: Subscription, message: dict[str, Any], prev: int | None) -> None:
-        """Apply the relay's verdict for this socket's user, once, in seq order."""
+    def forward(self, subscription: Subscription, message: dict[str, Any], prev: int | None) -> bool:
+        """Apply the relay's verdict for this socket's user, once, in seq order; True when a frame was sent."""
         if subscription.pending is not None:
             subscription.pending.append((message, prev))
-            return
+            return False
         seq = message.get("seq")
         if isinstance(seq, int):
             if message.get("epoch") != subscription.epoch:
                 # The stream started a new history (its keys expired, Redis lost them): the seqs
                 # start again, and what the client holds can no longer be vouched for.
                 self.resync(f"{subscription.target.stream}: epoch {message.get('epoch')}")
-                return
+                return False
             if seq <= subscription.seq:
-                return  # In the snapshot, or a repeat.
+                return False  # In the snapshot, or a repeat.
             if seq > max(subscription.seq, prev or 0) + 1:
                 # The process never received an event between the snapshot and this one.
                 self.resync(f"{subscription.target.stream}: event {seq} after {subscription.seq}")
-                return
+                return False
             subscription.seq = seq
         result = delivery.outcome(subscription, message)
         if result is REVOKE:
@@ -668,6 +685,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             self.resync(f"{subscription.target.stream}: {message.get('type') or message.get('kind')}")
         elif result is not None and isinstance(seq, int):
             self.send_text(delivery.text(subscription, result, seq))
+            return True
+        return False
 
     async def revoke(self, subscription: Subscription) -> None:
         if self.subscriptions.get(subscription.target.stream) is not subscription:
@@ -689,8 +708,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             self.rechecks -= 1
             if self.rechecks == 0 and self.held is not None:
                 held, self.held = self.held, None
-                for channel, message, prev in held:
-                    self.take_event(channel, message, prev)
+                self.recorder.delivered(sum(self.take_event(channel, message, prev) for channel, message, prev in held))
 
     @database_sync_to_async
     def lost_access(self, subscriptions: list[Subscription]) -> list[Subscription]:

@@ -30,6 +30,8 @@ class Entry(TypedDict):
     #: Collections: the member's id, and whether it belonged to the collection before the change.
     member: NotRequired[str]
     before: NotRequired[bool]
+    #: When the change was recorded in the outbox (``time.time()``): servers measure commit-to-send from it.
+    created: NotRequired[float]
 
 
 class Event(Entry):

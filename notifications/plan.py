@@ -35,6 +35,7 @@ class Unit:
     before: bool = True  # collections: the object was a member before the change
     event_type: str = ""
     payloads: dict[str, Any] = field(default_factory=dict)
+    created: float | None = None  # when its transaction's last change was recorded (time.time(); for metrics)
 
     @property
     def key(self) -> tuple[Any, ...]:

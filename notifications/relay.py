@@ -29,7 +29,7 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections
 
-from . import outbox
+from . import metrics, outbox
 from .audience import decide
 from .conf import live_settings
 from .models import OutboxEntry
@@ -209,7 +209,9 @@ class Relay:
         try:
             # Rows dropped at OUTBOX_LIMIT are announced (every epoch rotates) before anything newer.
             self._settle_losses(using)
+            created = max(row.created for row in rows)
             for unit in plan(rows, using):
+                unit.created = created
                 self.publish_unit(unit, using)
                 self._claim_handed_over()
             for message in control_messages(rows):
@@ -230,6 +232,7 @@ class Relay:
     def _give_up(self, using: str, rows: list[OutboxEntry], attempts: int) -> None:
         """Rows that failed every attempt: say so with new epochs, so that no client recovers across them."""
         self.stats.lost += 1
+        metrics.recorder.publish_failed("lost")
         logger.exception(
             "Gave up on outbox rows %s after %d attempts; rotating the epochs of their targets",
             [row.id for row in rows],
@@ -260,6 +263,7 @@ class Relay:
                 # A serializer or a hook raised: this event cannot be decided. Say so
                 # with a new epoch, so that no client is told it recovered across it.
                 self.stats.lost += 1
+                metrics.recorder.publish_failed("lost")
                 logger.exception("Could not decide %s for %s; rotating its epoch", unit.kind, stream)
                 store.rotate([stream])
                 return
@@ -267,8 +271,12 @@ class Relay:
                 message = {"type": "revoke", "users": decision.revoked} if decision.revoked else None
                 store.release(claim, message)
                 return
-            if store.commit(claim, decision.entry) is not None:
+            entry = decision.entry
+            if unit.created is not None:
+                entry["created"] = unit.created
+            if store.commit(claim, entry) is not None:
                 self.stats.published += 1
+                metrics.recorder.published(unit.target.model, unit.kind, unit.created)
                 return
         raise Transient(f"{stream}: subscribers kept changing")
 
@@ -277,6 +285,7 @@ class Relay:
         dropped = outbox.trim(using, int(live_settings.OUTBOX_LIMIT))
         if dropped:
             self.stats.trimmed += dropped
+            metrics.recorder.outbox_dropped(dropped)
             logger.error(
                 "The outbox of %r held more than OUTBOX_LIMIT=%s rows: dropped the %d oldest. Every "
                 "stream's epoch rotates once Redis is reachable, so that clients take fresh snapshots.",
@@ -294,6 +303,7 @@ class Relay:
 
     def _log_down(self, message: str, *args: Any) -> None:
         self.stats.failed += 1
+        metrics.recorder.publish_failed("transient")
         now = time.monotonic()
         if now - self._logged_down > 30:
             self._logged_down = now

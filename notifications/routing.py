@@ -48,6 +48,7 @@ async def lifespan_application(scope: dict[str, Any], receive: Any, send: Any) -
     """
     import asyncio
 
+    from . import metrics
     from .conf import live_settings
     from .relay import relay
 
@@ -59,5 +60,6 @@ async def lifespan_application(scope: dict[str, Any], receive: Any, send: Any) -
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await asyncio.to_thread(relay.flush, 5.0)
+            metrics.forget_this_process()  # multiprocess mode: its open sockets no longer count
             await send({"type": "lifespan.shutdown.complete"})
             return
