@@ -59,8 +59,10 @@ class Relay:
         self.stats = Stats()
         self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._kicks: deque[tuple[str, str]] = deque()
-        # Transactions leased by this relay and not yet published, in the order they committed.
+        # Transactions leased by this relay and not yet published, in the order they committed,
+        # and the one being published.
         self._claimed: deque[tuple[str, list[OutboxEntry]]] = deque()
+        self._current: tuple[str, list[OutboxEntry]] | None = None
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
@@ -124,7 +126,11 @@ class Relay:
                 self._claim(kicks)
                 if self._claimed:
                     using, rows = self._claimed.popleft()
-                    self.publish_rows(using, rows)
+                    self._current = (using, rows)
+                    try:
+                        self.publish_rows(using, rows)
+                    finally:
+                        self._current = None
                 elif self._sweep_due():
                     self._next_sweep = time.monotonic() + float(live_settings.OUTBOX_SWEEP_INTERVAL)
                     self.sweep()
@@ -138,6 +144,21 @@ class Relay:
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
+
+    def release_leases(self) -> None:
+        """Give back every row this relay leased and has not published (the process is exiting).
+
+        Without it they would wait out their lease (``OUTBOX_LEASE``) before a
+        sweep may take them; given back, the next sweep does.
+        """
+        with self._condition:
+            held = list(self._claimed) + ([self._current] if self._current is not None else [])
+            self._claimed.clear()
+        for using, rows in held:
+            try:
+                outbox.retry_later(using, [row.id for row in rows], 0.0)
+            except Exception:  # noqa: BLE001 - exiting: the leases run out on their own
+                logger.warning("Could not give back outbox rows %s", [row.id for row in rows], exc_info=True)
 
     def _claim_handed_over(self) -> None:
         """Lease what was handed over meanwhile, between two events: a long backlog keeps its rows."""
@@ -342,4 +363,5 @@ relay = Relay()
 def _flush_at_exit() -> None:
     # A management command that saved objects exits right after: publish first.
     # Whatever is still in the outbox then is published by a server's sweep.
-    relay.flush(timeout=5.0)
+    if not relay.flush(timeout=5.0):
+        relay.release_leases()

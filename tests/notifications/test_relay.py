@@ -636,6 +636,33 @@ def test_a_busy_relay_leases_what_it_was_handed_so_a_sweep_cannot_reorder_it(
     ] == list(range(10))
 
 
+def test_an_exiting_process_gives_back_the_rows_it_leased_but_did_not_publish(
+    domain: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = domain["task"]
+    release = threading.Event()
+
+    def stuck(using: str, rows: list[OutboxEntry]) -> None:
+        release.wait(5)  # a relay still busy when its process exits
+
+    monkeypatch.setattr(relay, "publish_rows", stuck)
+    try:
+        for n in range(3):
+            notifications.publish_event("NUMBERED", task, payload={"n": n})
+        assert relay.flush(timeout=0.5) is False
+        leased = OutboxEntry.objects.filter(owner=relay.owner).count()
+        assert leased >= 1  # the one it is stuck on, at least
+
+        relay.release_leases()
+
+        # A sweep takes every row at once, not after a 60 s lease.
+        taken = outbox.claim_stale(DB, "a server", 60.0, grace=0.0, limit=100)
+        assert len(taken) == 3
+    finally:
+        release.set()
+        relay.flush(timeout=5)
+
+
 def test_flush_returns_false_while_the_relay_is_still_busy(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     taken: list[tuple[str, str]] = []
