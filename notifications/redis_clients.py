@@ -41,10 +41,12 @@ SHARD_RETRY = 1.0
 # the shard's epoch (a promoted replica, a restarted master) may lack acknowledged writes: new epoch.
 _FAILOVER_CHECK = """
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-if redis.call('GET', KEYS[2]) == run then return 0 end
+local vouched = redis.call('GET', KEYS[2])
+if vouched == run then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], run)
-return 1
+if vouched then return 1 end
+return 2
 """
 
 
@@ -66,10 +68,11 @@ def check_master(client: Any, shard_name: str = "") -> bool:
     """Run the failover check through ``client`` (what each new Sentinel connection does); True if it rotated."""
     reply = client.eval(_FAILOVER_CHECK, 2, epoch_key(), master_key(), new_epoch())
     _rotated(shard_name or "A shard", reply)
-    return bool(reply == 1)
+    return bool(reply)
 
 
 def _rotated(shard_name: str, reply: Any) -> None:
+    """Log a rotation (reply 1); 2 is a first contact (an empty shard), 0 the master that vouched already."""
     if reply == 1:
         logger.warning("%s: a new (or restarted) master serves this shard; its streams get a new epoch", shard_name)
 
