@@ -333,7 +333,7 @@ def estimate(results: list[Result]) -> str:
             else ""
         )
         + ". Sharding (`REDIS_URL` with several hosts) spreads the streams (seq, history, channel) over "
-        "instances, each on the host its name hashes to (docs/deployment.md, \"Sharding\").",
+        'instances, each on the host its name hashes to (docs/deployment.md, "Sharding").',
     ]
     return "\n".join(lines)
 
