@@ -61,7 +61,9 @@ class RedisListener:
     def _connection(self, index: int) -> _Connection:
         connection = self.connections[index]
         if connection is None:
-            connection = self.connections[index] = _Connection(self.shards[index], self._message, self._lost)
+            connection = self.connections[index] = _Connection(
+                self.shards[index], self.receiver.deliver, self.control, self._control_message, self._lost
+            )
         return connection
 
     async def add(self, channel: str) -> None:
@@ -149,16 +151,16 @@ class RedisListener:
 
     # From the connections ------------------------------------------------------------------
 
-    def _message(self, channel: str, message: dict[str, Any]) -> None:
-        if channel == self.control:
-            ident = message.pop("id", None)
-            if ident is not None:
-                if ident in self.seen:
-                    return
-                self.seen[ident] = None
-                if len(self.seen) > SEEN_IDS:
-                    self.seen.popitem(last=False)
-        self.receiver.deliver(channel, message)
+    def _control_message(self, message: dict[str, Any]) -> None:
+        """A control message, from any shard: handed over once."""
+        ident = message.pop("id", None)
+        if ident is not None:
+            if ident in self.seen:
+                return
+            self.seen[ident] = None
+            if len(self.seen) > SEEN_IDS:
+                self.seen.popitem(last=False)
+        self.receiver.deliver(self.control, message)
 
     def _lost(self, connection: _Connection, error: BaseException) -> None:
         index = self.shards.index(connection.shard)
@@ -184,11 +186,16 @@ class _Connection:
     def __init__(
         self,
         shard: ShardClients,
-        on_message: Callable[[str, dict[str, Any]], None],
+        deliver: Callable[[str, dict[str, Any]], None],
+        control: str,
+        on_control: Callable[[dict[str, Any]], None],
         on_lost: Callable[[_Connection, BaseException], None],
     ) -> None:
         self.shard = shard
-        self.on_message = on_message
+        # Stream messages go straight to the receiver (the hub): this is the hot path.
+        self.deliver = deliver
+        self.control = control
+        self.on_control = on_control
         self.on_lost = on_lost
         self.channels: set[str] = set()
         self.reader: asyncio.StreamReader | None = None
@@ -304,7 +311,10 @@ class _Connection:
                     except orjson.JSONDecodeError:
                         logger.warning("Dropped a message that is not JSON on %s", channel)
                         continue
-                    self.on_message(channel, message)
+                    if channel == self.control:
+                        self.on_control(message)
+                    else:
+                        self.deliver(channel, message)
                 elif kind == b"subscribe":
                     self.channels.add(channel)
                     for future in self.waiting.pop(channel, []):
