@@ -7,7 +7,8 @@ stream's history and published on the stream's channel, in one step. Server
 processes listen on the channels of the targets their sockets hold.
 
 ``RedisStreamStore`` (``redis_store``) is shared by every process that uses the
-same Redis; ``MemoryStreamStore`` serves one process (the demo's default). A
+same Redis shards (``shards``: each stream lives on one of them);
+``MemoryStreamStore`` serves one process (the demo's default). A
 stream's epoch names its history: it changes when the history was lost (Redis
 flushed or restarted, the stream expired) or when an event could not be
 decided, so a ``(seq, epoch)`` pair never promises events it cannot replay.
