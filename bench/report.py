@@ -332,8 +332,8 @@ def estimate(results: list[Result]) -> str:
             if (a := pick(results, "A", "drf-live")) is not None and a.redis_cpu_us_per_delivery is not None
             else ""
         )
-        + ". Sharding (`REDIS_URL` with several hosts) spreads the groups over instances; the seq and history "
-        "store lives on the first (or on `STORE_URL`).",
+        + ". Sharding (`REDIS_URL` with several hosts) spreads the streams (seq, history, channel) over "
+        'instances, each on the host its name hashes to (docs/deployment.md, "Sharding").',
     ]
     return "\n".join(lines)
 

@@ -17,8 +17,12 @@ DEFAULTS: dict[str, Any] = {
     # tokens, for the Authorization header and the authenticate frame.
     "TOKEN_AUTHENTICATION": "rest_framework.authentication.TokenAuthentication",
     # Where seq counters, epochs and the event history live: None picks Redis
-    # when the default channel layer is channels_redis (its first host), and
-    # process memory otherwise. Or a "redis://" URL, or "memory".
+    # when the default channel layer is channels_redis (every one of its hosts,
+    # in order, each a shard), and process memory otherwise. Or "memory"; or
+    # the shards: a "redis://" (or "rediss://") URL, a Sentinel service
+    # ("sentinel://host:26379,host:26379/master_name/db"), comma-separated URLs,
+    # a channels_redis-style host dict, or a list of these. Every process must
+    # list the same shards in the same order (docs/deployment.md, "Sharding").
     "STORE_URL": None,
     # Prefix of every group name and Redis key drf-live writes.
     "PREFIX": "drf-live",
@@ -39,9 +43,13 @@ DEFAULTS: dict[str, Any] = {
     # Error replies per second per socket, and the burst; more closes with 4008.
     "ERROR_RATE": 20.0,
     "ERROR_BURST": 500,
-    # Sockets one user may hold open in one server process; more closes the new
-    # one with 4029.
+    # Sockets one user may hold open; more closes the new one with 4029. With
+    # a Redis store they are counted in Redis, across every server process; in
+    # process memory, per process.
     "MAX_SOCKETS_PER_USER": 50,
+    # Seconds a socket stays counted in Redis without its process renewing it
+    # (every SOCKET_LEASE / 4): a killed process's sockets stop counting then.
+    "SOCKET_LEASE": 60.0,
     # A slow consumer (its client not reading, its TCP and the ASGI server's
     # buffers full) is closed with 4030 when more than SEND_QUEUE_LIMIT frames
     # wait for it, or when no frame went out to it for SEND_TIMEOUT seconds.

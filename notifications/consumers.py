@@ -22,7 +22,7 @@ from .delivery import REVOKE, Subscription, Verdict
 from .exceptions import RequestError, Unavailable
 from .frames import CloseCode
 from .hub import Hub, get_hub
-from .limits import ActionBudgets, TokenBucket, auth_failures, sockets_per_user
+from .limits import ActionBudgets, TokenBucket, auth_failures
 from .outgoing import Outgoing
 from .registration import default_host
 from .registry import Registry, site
@@ -148,7 +148,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     async def login(self, user: Any, credentials: tuple[str, str] | None) -> None:
         if self.counted_user is None:
-            if not sockets_per_user.add(user.pk, int(live_settings.MAX_SOCKETS_PER_USER)):
+            if not await self.hub.admit(user_key(user), self):
                 await self.end(CloseCode.TOO_MANY_SOCKETS)
                 return
             self.counted_user = user.pk
@@ -217,7 +217,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.recorder.socket_closed()
         self.recorder = metrics.NOOP
         if self.counted_user is not None:
-            sockets_per_user.remove(self.counted_user)
+            self.hub.dismiss(self)
             self.counted_user = None
         for task in self.tasks:
             task.cancel()

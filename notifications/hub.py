@@ -13,15 +13,24 @@ process listens on; each names the local keys it is for in ``"to"``, and the hub
 hands it to the sockets attached under those keys (``attach``).
 
 The hub also keeps each local (stream, user) registration alive in the store:
-the relay decides events only for registered users.
+the relay decides events only for registered users; and it counts the local
+sockets of each user in the store (``MAX_SOCKETS_PER_USER``, across processes
+with Redis), renewing them while they stay open.
+
+When the store's connection for some channels fails (one Redis shard), only
+the members of those channels are told; the others keep receiving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+import secrets
 import weakref
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,8 +73,10 @@ class Hub:
         self.groups: dict[str, _Group] = {}
         self.keys: dict[str, set[Member]] = {}
         self.registered: Counter[tuple[str, str]] = Counter()
+        self.sockets: dict[Member, tuple[str, str]] = {}  # member -> (user, socket id), counted in the store
         self.refresher: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._socket_ids = (f"{os.getpid()}.{secrets.token_hex(4)}.{n}" for n in itertools.count(1))
 
     # Channels -------------------------------------------------------------------
 
@@ -130,6 +141,9 @@ class Hub:
     def track(self, stream: str, user: str) -> None:
         """A local socket subscribed to ``stream`` as ``user`` (already registered in the store)."""
         self.registered[(stream, user)] += 1
+        self._keep_renewing()
+
+    def _keep_renewing(self) -> None:
         if self.refresher is None or self.refresher.done():
             self.refresher = asyncio.get_running_loop().create_task(self._refresh())
 
@@ -148,13 +162,68 @@ class Hub:
             logger.debug("Could not unregister %s from %s", user, stream, exc_info=True)
 
     async def _refresh(self) -> None:
-        """Renew every local registration well before it runs out (``RESUME_WINDOW``)."""
-        while self.registered:
-            await asyncio.sleep(max(float(live_settings.RESUME_WINDOW) / 4, 0.05))
-            try:
-                await self.store.refresh(list(self.registered))
-            except Exception:  # noqa: BLE001 - tried again next time; a dead store closes the sockets
-                logger.warning("Could not renew the registrations of this process", exc_info=True)
+        """Renew every local registration and counted socket well before it runs out.
+
+        Registrations last ``RESUME_WINDOW``, counted sockets ``SOCKET_LEASE``:
+        each is renewed every quarter of that.
+        """
+        loop = asyncio.get_running_loop()
+        due = {"registrations": 0.0, "sockets": 0.0}
+        while self.registered or self.sockets:
+            periods = {
+                "registrations": max(float(live_settings.RESUME_WINDOW) / 4, 0.05),
+                "sockets": max(float(live_settings.SOCKET_LEASE) / 4, 0.05),
+            }
+            for name, period in periods.items():
+                due[name] = due[name] or loop.time() + period
+            await asyncio.sleep(max(min(due.values()) - loop.time(), 0))
+            now = loop.time()
+            if now >= due["registrations"]:
+                due["registrations"] = now + periods["registrations"]
+                if self.registered:
+                    try:
+                        await self.store.refresh(list(self.registered))
+                    except Exception:  # noqa: BLE001 - tried again next time; a dead store closes the sockets
+                        logger.warning("Could not renew the registrations of this process", exc_info=True)
+            if now >= due["sockets"]:
+                due["sockets"] = now + periods["sockets"]
+                if self.sockets:
+                    try:
+                        await self.store.renew_sockets(list(self.sockets.values()))
+                    except Exception:  # noqa: BLE001 - tried again next time; they run out only after SOCKET_LEASE
+                        logger.warning("Could not renew the socket counts of this process", exc_info=True)
+
+    # Sockets per user ------------------------------------------------------------------
+
+    async def admit(self, user: str, member: Member) -> bool:
+        """Count ``member`` among ``user``'s open sockets; False past ``MAX_SOCKETS_PER_USER`` (close it with 4029).
+
+        A store that cannot count (its shard is down) admits the socket: the
+        limit is a defence against hoarding, not worth refusing service for.
+        The socket is counted again by its next renewal.
+        """
+        ident = next(self._socket_ids)
+        try:
+            admitted = await self.store.admit_socket(user, ident, int(live_settings.MAX_SOCKETS_PER_USER))
+        except Exception:  # noqa: BLE001 - see above
+            logger.warning("Could not count a socket of user %s; admitting it", user, exc_info=True)
+            admitted = True
+        if admitted:
+            self.sockets[member] = (user, ident)
+            self._keep_renewing()
+        return admitted
+
+    def dismiss(self, member: Member) -> None:
+        """``member`` closed: count it no more."""
+        counted = self.sockets.pop(member, None)
+        if counted is not None:
+            self._spawn(self._release_socket(*counted))
+
+    async def _release_socket(self, user: str, ident: str) -> None:
+        try:
+            await self.store.release_socket(user, ident)
+        except Exception:  # noqa: BLE001 - it runs out by itself after SOCKET_LEASE
+            logger.debug("Could not release socket %s of user %s", ident, user, exc_info=True)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -214,12 +283,26 @@ class Hub:
             except Exception:
                 logger.exception("A socket failed to take a control message")
 
-    def lost(self, error: BaseException) -> None:
-        """The store's connection failed: forget every channel and tell every member.
+    def lost(self, error: BaseException, channels: Collection[str] | None = None) -> None:
+        """The store's connection for ``channels`` failed (None: for every one): forget them and tell their members.
 
         Members close with 4031 and their clients reconnect and recover; a later
-        join connects afresh (and fails while the store is still down).
+        join connects afresh (and fails while the store, or that shard, is still
+        down). Losing the control channel tells every attached member, since
+        messages about its credentials would no longer reach it.
         """
+        if channels is not None:
+            told: dict[Member, str] = {}
+            for channel in channels:
+                entry = self.groups.pop(channel, None)
+                if entry is not None:
+                    told.update((member, channel) for member in entry.members if member not in told)
+                if channel == control_channel():
+                    told.update((member, channel) for group in self.keys.values() for member in group)
+                    self.keys.clear()
+            for member, channel in told.items():
+                self._tell_lost(member, channel, error)
+            return
         entries = list(self.groups.values())
         self.groups.clear()
         self.listener = self.store.listener(self)
@@ -227,12 +310,15 @@ class Hub:
         members.update(member for group in self.keys.values() for member in group)
         self.keys.clear()
         for member in members:
-            if member is _CONTROL:
-                continue
-            try:
-                member.hub_lost("*", error)
-            except Exception:
-                logger.exception("A socket failed to take the loss of the store")
+            self._tell_lost(member, "*", error)
+
+    def _tell_lost(self, member: Member, channel: str, error: BaseException) -> None:
+        if member is _CONTROL:
+            return
+        try:
+            member.hub_lost(channel, error)
+        except Exception:
+            logger.exception("A socket failed to take the loss of the store")
 
 
 class _ControlMember:

@@ -101,7 +101,7 @@ class ActionBudgets:
 
 
 class SocketCount:
-    """How many sockets each user holds open in this process."""
+    """How many sockets each user holds open in this process (the in-memory store's ``admit_socket``)."""
 
     def __init__(self) -> None:
         self._counts: Counter[Any] = Counter()
@@ -120,9 +120,6 @@ class SocketCount:
 
     def __getitem__(self, user_pk: Any) -> int:
         return self._counts[user_pk]
-
-
-sockets_per_user = SocketCount()
 
 
 class Stranger:

@@ -12,7 +12,7 @@ same rows, and a row is deleted only once published.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,8 @@ from .models import OutboxEntry
 
 #: The kind of the row that marks dropped rows: every epoch must rotate before anything newer goes out.
 LOST = "lost"
+#: The key of a row's data that lists what of its transaction was published already.
+PUBLISHED = "_published"
 
 
 def append(using: str, token: str, kind: str, model: str, object_id: str, data: dict[str, Any]) -> None:
@@ -76,9 +78,25 @@ def delete(using: str, ids: Sequence[int]) -> None:
     OutboxEntry.objects.using(using).filter(id__in=list(ids)).delete()
 
 
-def retry_later(using: str, ids: Sequence[int], delay: float) -> None:
-    """Give rows back: any sweeper may claim them again after ``delay`` seconds."""
-    OutboxEntry.objects.using(using).filter(id__in=list(ids)).update(lease_until=time.time() + delay, owner="")
+def retry_later(using: str, ids: Sequence[int], delay: float, published: Collection[str] = ()) -> None:
+    """Give rows back: any sweeper may claim them again after ``delay`` seconds.
+
+    ``published`` names what of the transaction went out already (its events
+    on the Redis shards that were up): whoever takes the rows next publishes
+    only the rest, instead of repeating those events at every retry.
+    """
+    entries = OutboxEntry.objects.using(using)
+    if published and ids:
+        first = entries.filter(id=min(ids)).first()
+        if first is not None:
+            first.data = {**first.data, PUBLISHED: sorted(published)}
+            first.save(update_fields=["data"])
+    entries.filter(id__in=list(ids)).update(lease_until=time.time() + delay, owner="")
+
+
+def published(rows: Iterable[OutboxEntry]) -> set[str]:
+    """What of these rows' transaction an earlier attempt published (``retry_later``)."""
+    return {key for row in rows for key in row.data.get(PUBLISHED, ())}
 
 
 @dataclass(frozen=True)

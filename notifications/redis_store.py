@@ -1,11 +1,17 @@
-"""The stream store on Redis: one script per step, and a pub/sub connection per server loop.
+"""The stream store on Redis shards: one script per step, and a pub/sub connection per shard and server loop.
 
 Keys of a stream ``S`` (readable with ``redis-cli``): ``S:seq`` (a hash: seq,
 generation, subscriber-set version), ``S:hist`` (a Redis Stream of the events
 kept for recovery), ``S:subs`` (a sorted set of subscribed users, scored by
 the time their registration runs out) and ``S:hold`` (the relay's claim).
-Events are published on the channel ``S``. A relay step is one round trip: a
-claim reads the subscribers, a commit takes the seq, records and publishes.
+Events are published on the channel ``S``. All of them live on the shard
+``shards.shard_index(S)`` names, beside that shard's epoch key. A relay step is
+one round trip to one shard: a claim reads the subscribers, a commit takes the
+seq, records and publishes.
+
+Control messages are published on every shard, with an id that listeners use
+to hand each over once (``redis_pubsub``). The sockets a user holds open, in
+every process, are counted on the shard of the user's key (``admit_socket``).
 """
 
 from __future__ import annotations
@@ -14,19 +20,23 @@ import asyncio
 import logging
 import math
 import secrets
-import ssl
 import time
-from collections.abc import Iterable
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .conf import live_settings
 from .messages import Entry
+from .redis_clients import ShardClients, epoch_key
+from .shards import Shard, parse, shard_index
 from .streams import Claim, Listener, Position, Receiver, Replay, StoreBusy, contiguous, control_channel, new_epoch
 
 logger = logging.getLogger("notifications.streams")
+
+T = TypeVar("T")
 
 # Who is subscribed, and the hold: nobody subscribed means no hold and no event.
 _CLAIM = """
@@ -86,13 +96,29 @@ return name
 """
 
 
+# One more socket for a user, unless they hold ``limit`` already (entries whose process stopped renewing them expire).
+_ADMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if (not redis.call('ZSCORE', KEYS[1], ARGV[1])) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+    return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+_SCRIPTS = {"claim": _CLAIM, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
+_ASYNC_SCRIPTS = {"register": _REGISTER, "admit": _ADMIT}
+
+
 def keys(stream: str) -> tuple[str, str, str, str]:
     """The seq hash, history, subscriber set and hold of ``stream``."""
     return f"{stream}:seq", f"{stream}:hist", f"{stream}:subs", f"{stream}:hold"
 
 
-def epoch_key() -> str:
-    return f"{live_settings.PREFIX}:epoch"
+def sockets_key(user: str) -> str:
+    """The sorted set of the sockets ``user`` holds open in every process, scored by when each runs out."""
+    return f"{live_settings.PREFIX}:sockets:{user}"
 
 
 def history_ttl() -> int:
@@ -101,66 +127,45 @@ def history_ttl() -> int:
 
 
 class RedisStreamStore:
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._sync: Any = None
-        self._scripts: dict[str, Any] = {}
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-        self._register_scripts: dict[asyncio.AbstractEventLoop, Any] = {}
+    """Streams on one or more Redis shards (``STORE_URL``: URLs, Sentinel services, or a list of them)."""
 
-    # Clients ----------------------------------------------------------------
+    def __init__(self, config: Any) -> None:
+        shards = parse(config)
+        if not shards:
+            raise ValueError("A Redis stream store needs at least one shard.")
+        self.shards = [ShardClients(shard, index, _SCRIPTS, _ASYNC_SCRIPTS) for index, shard in enumerate(shards)]
 
-    def _client(self) -> Any:
-        """The relay thread's client (redis-py is thread-safe through its pool)."""
-        if self._sync is None:
-            import redis
-            from redis.backoff import ExponentialBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-            from redis.retry import Retry
+    @property
+    def config(self) -> list[Shard]:
+        return [clients.shard for clients in self.shards]
 
-            # After a Redis restart every pooled connection is dead: retry once on
-            # a fresh one. A script either ran or not; running one twice after a
-            # lost reply at worst publishes an event twice, which clients drop.
-            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,))
-            self._sync = redis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry=retry
-            )
-            for name, source in (("claim", _CLAIM), ("commit", _COMMIT), ("release", _RELEASE), ("rotate", _ROTATE)):
-                self._scripts[name] = self._sync.register_script(source)
-        return self._sync
+    def shard(self, name: str) -> ShardClients:
+        """The shard that holds the stream (or key) ``name``."""
+        return self.shards[shard_index(name, len(self.shards))]
 
-    def _aclient(self) -> Any:
-        """A client for the running loop (redis.asyncio connections belong to one loop)."""
-        import redis.asyncio as aredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff
-        from redis.exceptions import ConnectionError as RedisConnectionError
+    def _call(self, shard: ShardClients, call: Callable[[Any], T]) -> T:
+        """``call(client)`` on the relay's client of ``shard``; a connection failure benches the shard a moment."""
+        client = shard.sync()
+        try:
+            return call(client)
+        except (RedisConnectionError, RedisTimeoutError):
+            shard.failed()
+            raise
 
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-                self._register_scripts.pop(old, None)
-            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,))
-            client = aredis.Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30, retry=retry
-            )
-            self._clients[loop] = client
-            self._register_scripts[loop] = client.register_script(_REGISTER)
-        return client
+    def _script(self, shard: ShardClients, name: str, keys: list[str], args: list[Any]) -> Any:
+        return self._call(shard, lambda client: shard.scripts[name](keys=keys, args=args, client=client))
 
     # The relay's side ---------------------------------------------------------
 
     def claim(self, stream: str) -> Claim | None:
-        self._client()  # loads the scripts
+        shard = self.shard(stream)
         seq_key, _, subs_key, hold_key = keys(stream)
         token = secrets.token_hex(8)
         hold_ms = int(float(live_settings.CLAIM_TIMEOUT) * 1000)
         deadline = time.monotonic() + float(live_settings.CLAIM_TIMEOUT)
         pause = 0.001
         while True:
-            reply = self._scripts["claim"](keys=[subs_key, seq_key, hold_key], args=[token, hold_ms, time.time()])
+            reply = self._script(shard, "claim", [subs_key, seq_key, hold_key], [token, hold_ms, time.time()])
             status = int(reply[0])
             if status == 0:
                 return None
@@ -175,10 +180,12 @@ class RedisStreamStore:
     def commit(self, claim: Claim, entry: Entry) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)
         body = orjson.dumps(entry).decode()[1:]  # the entry's fields, after the seq and epoch
-        ttl = history_ttl()
-        reply = self._scripts["commit"](
-            keys=[epoch_key(), seq_key, history_key, hold_key],
-            args=[claim.token, claim.version, body, new_epoch(), ttl, int(live_settings.HISTORY_LENGTH), claim.stream],
+        length = int(live_settings.HISTORY_LENGTH)
+        reply = self._script(
+            self.shard(claim.stream),
+            "commit",
+            [epoch_key(), seq_key, history_key, hold_key],
+            [claim.token, claim.version, body, new_epoch(), history_ttl(), length, claim.stream],
         )
         seq = int(reply[0])
         return seq if seq > 0 else None
@@ -186,25 +193,50 @@ class RedisStreamStore:
     def release(self, claim: Claim, message: dict[str, Any] | None = None) -> None:
         _, _, _, hold_key = keys(claim.stream)
         text = orjson.dumps(message).decode() if message is not None else ""
-        self._scripts["release"](keys=[hold_key], args=[claim.token, claim.stream, text])
+        self._script(self.shard(claim.stream), "release", [hold_key], [claim.token, claim.stream, text])
 
     def publish(self, channel: str, message: dict[str, Any]) -> None:
-        self._client().publish(channel, orjson.dumps(message))
+        if channel == control_channel():
+            self._publish_everywhere(message)
+        else:
+            shard = self.shard(channel)
+            self._call(shard, lambda client: client.publish(channel, orjson.dumps(message)))
+
+    def _publish_everywhere(self, message: dict[str, Any]) -> None:
+        """A control message on every shard (listeners hand it over once, by its id); fails only if no shard took it.
+
+        A process listens on every shard, so one shard down still lets the
+        message reach every process.
+        """
+        if len(self.shards) > 1:
+            message = {**message, "id": secrets.token_hex(8)}
+        data = orjson.dumps(message)
+        errors: list[Exception] = []
+        for shard in self.shards:
+            try:
+                self._call(shard, lambda client: client.publish(control_channel(), data))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(exc)
+        if len(errors) == len(self.shards):
+            raise errors[0]
 
     def rotate(self, streams: Iterable[str]) -> None:
-        client = self._client()
         for stream in set(streams):
             seq_key, history_key, _, _ = keys(stream)
-            self._scripts["rotate"](
-                keys=[epoch_key(), seq_key, history_key],
-                args=[new_epoch(), history_ttl(), stream],
-                client=client,
-            )
+            args = [new_epoch(), history_ttl(), stream]
+            self._script(self.shard(stream), "rotate", [epoch_key(), seq_key, history_key], args)
 
     def rotate_all(self) -> None:
-        client = self._client()
-        client.set(epoch_key(), new_epoch())
-        client.publish(control_channel(), orjson.dumps({"type": "rotate-all"}))
+        """A new epoch on every shard: a shard that is down fails it (once back, its epoch must change too)."""
+        errors: list[Exception] = []
+        for shard in self.shards:
+            try:
+                self._call(shard, lambda client: client.set(epoch_key(), new_epoch()))
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        self._publish_everywhere({"type": "rotate-all"})
 
     # The sockets' side ----------------------------------------------------------
 
@@ -212,8 +244,7 @@ class RedisStreamStore:
         seq_key, _, subs_key, _ = keys(stream)
         now = time.time()
         window = float(live_settings.RESUME_WINDOW)
-        self._aclient()
-        seq, epoch = await self._register_scripts[asyncio.get_running_loop()](
+        seq, epoch = await self.shard(stream).ascript("register")(
             keys=[epoch_key(), seq_key, subs_key],
             args=[user, now + window, now, new_epoch(), history_ttl(), int(window * 2) + 1],
         )
@@ -222,26 +253,29 @@ class RedisStreamStore:
     async def refresh(self, pairs: Iterable[tuple[str, str]]) -> None:
         window = float(live_settings.RESUME_WINDOW)
         until = time.time() + window
-        async with self._aclient().pipeline(transaction=False) as pipe:
-            count = 0
-            for stream, user in pairs:
-                seq_key, _, subs_key, _ = keys(stream)
-                pipe.zadd(subs_key, {user: until}, gt=True)
-                pipe.expire(subs_key, int(window * 2) + 1)
-                # A quiet target keeps its seq and epoch while anyone holds it: the
-                # numbering must not start again under a socket that stays open.
-                pipe.expire(seq_key, history_ttl(), gt=True)
-                count += 1
-            if count:
+        by_shard: dict[ShardClients, list[tuple[str, str]]] = {}
+        for stream, user in pairs:
+            by_shard.setdefault(self.shard(stream), []).append((stream, user))
+
+        async def renew(shard: ShardClients, pairs: list[tuple[str, str]]) -> None:
+            async with shard.aclient().pipeline(transaction=False) as pipe:
+                for stream, user in pairs:
+                    seq_key, _, subs_key, _ = keys(stream)
+                    pipe.zadd(subs_key, {user: until}, gt=True)
+                    pipe.expire(subs_key, int(window * 2) + 1)
+                    # A quiet target keeps its seq and epoch while anyone holds it: the
+                    # numbering must not start again under a socket that stays open.
+                    pipe.expire(seq_key, history_ttl(), gt=True)
                 await pipe.execute()
+
+        await _each(renew(shard, shard_pairs) for shard, shard_pairs in by_shard.items())
 
     async def unregister(self, stream: str, user: str) -> None:
         await self.refresh([(stream, user)])
 
     async def replay(self, stream: str, since: int, epoch: str) -> Replay:
         seq_key, history_key, _, _ = keys(stream)
-        client = self._aclient()
-        async with client.pipeline(transaction=False) as pipe:
+        async with self.shard(stream).aclient().pipeline(transaction=False) as pipe:
             pipe.get(epoch_key())
             pipe.hmget(seq_key, ["seq", "gen"])
             pipe.xrange(history_key)
@@ -258,177 +292,52 @@ class RedisStreamStore:
         earlier = [message for message in held if message["seq"] <= since and message.get("epoch") == epoch]
         return Replay(position, contiguous(held, since, position), earlier)
 
+    # Sockets per user, across processes ---------------------------------------------------
+
+    async def admit_socket(self, user: str, socket: str, limit: int) -> bool:
+        key = sockets_key(user)
+        now = time.time()
+        lease = float(live_settings.SOCKET_LEASE)
+        admitted = await self.shard(key).ascript("admit")(
+            keys=[key], args=[socket, now, now + lease, limit, math.ceil(lease) + 1]
+        )
+        return bool(admitted)
+
+    async def renew_sockets(self, sockets: Iterable[tuple[str, str]]) -> None:
+        lease = float(live_settings.SOCKET_LEASE)
+        until = time.time() + lease
+        by_shard: dict[ShardClients, list[tuple[str, str]]] = {}
+        for user, socket in sockets:
+            key = sockets_key(user)
+            by_shard.setdefault(self.shard(key), []).append((key, socket))
+
+        async def renew(shard: ShardClients, entries: list[tuple[str, str]]) -> None:
+            # ZADD, not XX: a shard that lost its data (restarted) counts these sockets again.
+            async with shard.aclient().pipeline(transaction=False) as pipe:
+                for key, socket in entries:
+                    pipe.zadd(key, {socket: until})
+                    pipe.expire(key, math.ceil(lease) + 1)
+                await pipe.execute()
+
+        await _each(renew(shard, entries) for shard, entries in by_shard.items())
+
+    async def release_socket(self, user: str, socket: str) -> None:
+        key = sockets_key(user)
+        await self.shard(key).aclient().zrem(key, socket)
+
     def listener(self, receiver: Receiver) -> Listener:
-        return RedisListener(self.url, receiver)
+        from .redis_pubsub import RedisListener
+
+        return RedisListener(self.shards, receiver)
 
     def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
-        self._clients.clear()
-        self._register_scripts.clear()
+        for shard in self.shards:
+            shard.close()
 
 
-class RedisListener:
-    """One pub/sub connection of a server loop: SUBSCRIBE as sockets join, messages to the receiver.
-
-    A plain RESP reader rather than redis-py's PubSub, which reconnects and
-    resubscribes on its own: messages published meanwhile would be lost
-    without a word. Here a lost connection is reported (``Receiver.lost``),
-    and the sockets close so that their clients recover with ``since``.
-    """
-
-    def __init__(self, url: str, receiver: Receiver) -> None:
-        self.url = url
-        self.receiver = receiver
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.connecting: asyncio.Future[None] | None = None
-        self.waiting: dict[str, list[asyncio.Future[None]]] = {}
-        self.failed: BaseException | None = None
-        self.pinger: asyncio.Task[None] | None = None
-        self.heard = 0.0
-
-    async def _connect(self) -> None:
-        if self.failed is not None:
-            raise ConnectionError(f"The Redis pub/sub connection was lost: {self.failed!r}")
-        if self.writer is not None:
-            return
-        if self.connecting is not None:
-            await asyncio.shield(self.connecting)
-            return
-        self.connecting = asyncio.get_running_loop().create_future()
-        try:
-            parts = urlsplit(self.url)
-            context = ssl.create_default_context() if parts.scheme == "rediss" else None
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(parts.hostname or "localhost", parts.port or 6379, ssl=context), 5
-            )
-            if parts.password:
-                auth = (
-                    [unquote(parts.username), unquote(parts.password)] if parts.username else [unquote(parts.password)]
-                )
-                writer.write(_command("AUTH", *auth))
-                reply = await asyncio.wait_for(_read(reader), 5)
-                if isinstance(reply, Exception):
-                    writer.close()
-                    raise reply
-            self.reader, self.writer = reader, writer
-            self.heard = time.monotonic()
-            self.task = asyncio.get_running_loop().create_task(self._run())
-            self.pinger = asyncio.get_running_loop().create_task(self._keepalive())
-            self.connecting.set_result(None)
-        except BaseException as exc:
-            self.connecting.set_exception(exc)
-            self.connecting.exception()  # retrieved: waiters re-raise it
-            self.connecting = None
-            raise
-        self.connecting = None
-
-    async def add(self, channel: str) -> None:
-        await self._connect()
-        assert self.writer is not None
-        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(channel, []).append(confirmed)
-        self.writer.write(_command("SUBSCRIBE", channel))
-        await confirmed
-
-    async def remove(self, channel: str) -> None:
-        if self.writer is not None and self.failed is None:
-            self.writer.write(_command("UNSUBSCRIBE", channel))
-
-    async def close(self) -> None:
-        for task in (self.task, self.pinger):
-            if task is not None:
-                task.cancel()
-        if self.writer is not None:
-            self.writer.close()
-        self.writer = None
-
-    async def _keepalive(self) -> None:
-        """PING an idle connection: one that stays silent (half-open, say) counts as lost."""
-        while self.writer is not None and self.failed is None:
-            await asyncio.sleep(KEEPALIVE)
-            if self.writer is None or self.failed is not None:
-                return
-            if time.monotonic() - self.heard > 3 * KEEPALIVE:
-                self.writer.close()  # _run reads the end of the stream and reports the loss
-                return
-            self.writer.write(_command("PING"))
-
-    async def _run(self) -> None:
-        assert self.reader is not None
-        try:
-            while True:
-                reply = await _read(self.reader)
-                self.heard = time.monotonic()
-                if isinstance(reply, Exception):
-                    raise reply  # NOAUTH, say: nothing this connection was asked will happen
-                if not isinstance(reply, list) or len(reply) < 3:
-                    continue
-                kind = reply[0]
-                channel = reply[1].decode()
-                if kind == b"message":
-                    try:
-                        message = orjson.loads(reply[2])
-                    except orjson.JSONDecodeError:
-                        logger.warning("Dropped a message that is not JSON on %s", channel)
-                        continue
-                    self.receiver.deliver(channel, message)
-                elif kind == b"subscribe":
-                    for future in self.waiting.pop(channel, []):
-                        if not future.done():
-                            future.set_result(None)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - the connection is gone: report it
-            self.failed = exc
-            if self.writer is not None:
-                self.writer.close()
-            self.writer = None
-            if self.pinger is not None:
-                self.pinger.cancel()
-            for futures in self.waiting.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(ConnectionError(f"Redis pub/sub connection lost: {exc!r}"))
-                        future.exception()
-            self.waiting.clear()
-            self.receiver.lost(exc)
-
-
-#: Seconds between PINGs on an idle pub/sub connection; three times as long without a reply is a loss.
-KEEPALIVE = 15.0
-
-
-def _command(*parts: str) -> bytes:
-    out = [f"*{len(parts)}\r\n".encode()]
-    for part in parts:
-        data = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-async def _read(reader: asyncio.StreamReader) -> Any:
-    """One RESP2 reply: an array, bulk string, integer, simple string or error."""
-    line = await reader.readline()
-    if not line:
-        raise ConnectionError("Redis closed the connection")
-    prefix, rest = line[:1], line[1:-2]
-    if prefix == b"*":
-        count = int(rest)
-        return [await _read(reader) for _ in range(count)] if count >= 0 else None
-    if prefix == b"$":
-        size = int(rest)
-        if size < 0:
-            return None
-        data = await reader.readexactly(size + 2)
-        return data[:-2]
-    if prefix == b":":
-        return int(rest)
-    if prefix == b"+":
-        return rest
-    if prefix == b"-":
-        return ConnectionError(rest.decode(errors="replace"))
-    raise ConnectionError(f"Unexpected reply from Redis: {line[:40]!r}")
+async def _each(calls: Iterable[Any]) -> None:
+    """Run ``calls`` together; one shard's failure leaves the others' done, then raises."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -227,25 +227,43 @@ class Relay:
         if not rows:
             return
         ids = [row.id for row in rows]
+        done = outbox.published(rows)
         try:
             # Rows dropped at OUTBOX_LIMIT are announced (every epoch rotates) before anything newer.
             self._settle_losses(using)
             created = max(row.created for row in rows)
+            waiting: Exception | None = None
             for unit in plan(rows, using):
+                key = unit_key(unit)
+                if key in done:
+                    continue  # published by an earlier attempt
                 unit.created = created
-                self.publish_unit(unit, using)
+                try:
+                    self.publish_unit(unit, using)
+                except Exception as exc:
+                    if not _is_transient(exc):
+                        raise
+                    # Its Redis shard is down (or its stream busy): the events of the other
+                    # shards go out now, this one waits in the outbox.
+                    waiting = waiting or exc
+                else:
+                    done.add(key)
                 self._claim_handed_over()
-            for message in control_messages(rows):
-                get_store().publish(control_channel(), message)
+            if CONTROL not in done:
+                for message in control_messages(rows):
+                    get_store().publish(control_channel(), message)
+                done.add(CONTROL)
+            if waiting is not None:
+                raise waiting
         except Exception as exc:
             if _is_transient(exc):
                 self._log_down("Could not publish (%r); the events wait in the outbox", exc)
-                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY))
+                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY), done)
                 return
             attempts = max(row.attempts for row in rows)
             if attempts < int(live_settings.OUTBOX_MAX_ATTEMPTS):
                 logger.exception("Could not publish outbox rows %s (attempt %d); trying again", ids, attempts)
-                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY))
+                outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY), done)
                 return
             self._give_up(using, rows, attempts)
         outbox.delete(using, ids)
@@ -331,6 +349,15 @@ class Relay:
             logger.warning(message, *args)
 
 
+#: The progress key of a transaction's control messages (``outbox.retry_later``).
+CONTROL = "control"
+
+
+def unit_key(unit: Unit) -> str:
+    """How a transaction's progress names one of its events (``outbox.retry_later``)."""
+    return f"{unit.target.stream} {unit.kind} {unit.object_id} {unit.event_type}".rstrip()
+
+
 def control_messages(rows: Iterable[OutboxEntry]) -> list[dict[str, Any]]:
     """The control-channel messages of one transaction, sent after its events.
 
@@ -338,7 +365,11 @@ def control_messages(rows: Iterable[OutboxEntry]) -> list[dict[str, Any]]:
     subscription at once, so that the targets that depend on it (the project's
     tasks, its collections) end without waiting for an event of their own.
     """
-    messages = [{"type": row.kind, **row.data} for row in rows if row.kind in CONTROL_KINDS]
+    messages = [
+        {"type": row.kind, **{key: value for key, value in row.data.items() if key != outbox.PUBLISHED}}
+        for row in rows
+        if row.kind in CONTROL_KINDS
+    ]
     revoked = sorted({pk for row in rows for pk in row.data.get("revoked", ())} if rows else set())
     if revoked:
         messages.insert(0, {"type": "recheck", "to": [user_group(pk) for pk in revoked]})

@@ -7,7 +7,8 @@ stream's history and published on the stream's channel, in one step. Server
 processes listen on the channels of the targets their sockets hold.
 
 ``RedisStreamStore`` (``redis_store``) is shared by every process that uses the
-same Redis; ``MemoryStreamStore`` serves one process (the demo's default). A
+same Redis shards (``shards``: each stream lives on one of them);
+``MemoryStreamStore`` serves one process (the demo's default). A
 stream's epoch names its history: it changes when the history was lost (Redis
 flushed or restarted, the stream expired) or when an event could not be
 decided, so a ``(seq, epoch)`` pair never promises events it cannot replay.
@@ -20,11 +21,14 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import shards
 from .conf import live_settings
+from .limits import SocketCount
+from .shards import Shard
 
 if TYPE_CHECKING:
     from .messages import Entry
@@ -79,7 +83,8 @@ class Receiver(Protocol):
 
     def deliver(self, channel: str, message: dict[str, Any]) -> None: ...
 
-    def lost(self, error: BaseException) -> None: ...
+    def lost(self, error: BaseException, channels: Collection[str] | None = None) -> None:
+        """No more messages will come for ``channels`` (None: for any channel; the listener is done)."""
 
 
 class StreamStore(Protocol):
@@ -123,6 +128,17 @@ class StreamStore(Protocol):
 
     def listener(self, receiver: Receiver) -> Listener:
         """A new listener for the running loop, delivering to ``receiver``."""
+
+    # Sockets per user (``MAX_SOCKETS_PER_USER``), in every process that shares the store.
+
+    async def admit_socket(self, user: str, socket: str, limit: int) -> bool:
+        """Count ``socket`` among ``user``'s open sockets; False (not counted) when they hold ``limit`` already."""
+
+    async def renew_sockets(self, sockets: Iterable[tuple[str, str]]) -> None:
+        """Keep these (user, socket) counted for ``SOCKET_LEASE`` more seconds (a killed process's run out)."""
+
+    async def release_socket(self, user: str, socket: str) -> None:
+        """The socket closed: count it no more."""
 
     def close(self) -> None: ...
 
@@ -174,6 +190,7 @@ class MemoryStreamStore:
         self._lock = threading.Condition()
         self._generation = new_epoch()
         self._listeners: dict[str, set[_MemoryListener]] = {}
+        self._sockets = SocketCount()
 
     def _get(self, stream: str) -> _MemoryStream:
         entry = self._streams.get(stream)
@@ -286,6 +303,17 @@ class MemoryStreamStore:
     def listener(self, receiver: Receiver) -> Listener:
         return _MemoryListener(self, receiver, asyncio.get_running_loop())
 
+    # Sockets per user: this process is every process.
+
+    async def admit_socket(self, user: str, socket: str, limit: int) -> bool:
+        return self._sockets.add(user, limit)
+
+    async def renew_sockets(self, sockets: Iterable[tuple[str, str]]) -> None:
+        return None
+
+    async def release_socket(self, user: str, socket: str) -> None:
+        self._sockets.remove(user)
+
     def close(self) -> None:
         return None
 
@@ -328,11 +356,11 @@ def get_store() -> StreamStore:
     global _store
     with _store_lock:
         if _store is None:
-            url = store_url()
-            if url:
+            shards = store_shards()
+            if shards:
                 from .redis_store import RedisStreamStore
 
-                _store = RedisStreamStore(url)
+                _store = RedisStreamStore(shards)
             else:
                 _store = MemoryStreamStore()
         return _store
@@ -347,22 +375,17 @@ def reset_store() -> None:
         _store = None
 
 
-def store_url() -> str | None:
-    """The Redis URL of the store, or None for process memory."""
+def store_shards() -> list[Shard] | None:
+    """The Redis shards of the store, in order, or None for process memory.
+
+    ``STORE_URL`` names them (a URL, comma-separated URLs, a dict, or a list);
+    without it, they are every host of a channels_redis default channel layer.
+    """
     configured = live_settings.STORE_URL
     if configured == "memory":
         return None
     if configured:
-        return str(configured)
+        return shards.parse(configured)
     from django.conf import settings
 
-    layer = getattr(settings, "CHANNEL_LAYERS", {}).get("default", {})
-    if "channels_redis" not in layer.get("BACKEND", ""):
-        return None
-    hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]
-    first = hosts[0]
-    if isinstance(first, dict):
-        first = first.get("address")
-    if isinstance(first, (tuple, list)):
-        first = f"redis://{first[0]}:{first[1]}"
-    return str(first)
+    return shards.from_layer(getattr(settings, "CHANNEL_LAYERS", {}).get("default", {}))

@@ -17,6 +17,8 @@ import dj_database_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from notifications.shards import channel_layer_hosts
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -108,6 +110,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # test process, so that concurrent runs do not share it.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")}
 
+# One Redis URL, or several separated by commas (each a shard, in the same order in
+# every process), each `redis://`, `rediss://` or a Sentinel service:
+# `sentinel://host:26379,host:26379/master_name/db`. drf-live's store follows the
+# layer's hosts (docs/deployment.md, "Sharding" and "Sentinel").
 REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -117,19 +123,16 @@ if REDIS_URL:
                 # Per-host options: redis-py's defaults (a 5 s socket timeout and
                 # 100 pooled connections) make the layer fail with read timeouts
                 # and MaxConnectionsError once ~100 consumers share a process.
-                "hosts": [
-                    {
-                        "address": url,
-                        "socket_timeout": None,
-                        "socket_connect_timeout": 5,
-                        "max_connections": 1000,
-                        "health_check_interval": 30,
-                        # After a Redis restart, pooled connections are dead: retry
-                        # a command once on a fresh one rather than fail it.
-                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
-                    }
-                    for url in REDIS_URL.split(",")
-                ],
+                "hosts": channel_layer_hosts(
+                    REDIS_URL,
+                    socket_timeout=None,
+                    socket_connect_timeout=5,
+                    max_connections=1000,
+                    health_check_interval=30,
+                    # After a Redis restart, pooled connections are dead: retry
+                    # a command once on a fresh one rather than fail it.
+                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+                ),
                 "capacity": 1000,
                 "expiry": 60,
             },

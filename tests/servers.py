@@ -90,12 +90,14 @@ class RedisServer:
     (and ``kill``): a restart comes back with every write it acknowledged.
     """
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, appendonly: bool = False, extra_args: Sequence[str] = ()) -> None:
         self.executable = require_executable(
             "redis-server", "Install it (`apt-get install redis-server`, `brew install redis`) to run these tests."
         )
         self.port = port or free_port()
         self.appendonly = appendonly
+        # More redis-server options (``["--replicaof", "127.0.0.1", "6379"]``, say).
+        self.extra_args = list(extra_args)
         self.dir = Path(tempfile.mkdtemp(prefix="drf-live-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path, self._log = _log_file(f"redis-{self.port}")
@@ -119,6 +121,7 @@ class RedisServer:
                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]),
                 "--dir",
                 str(self.dir),
+                *self.extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -154,6 +157,107 @@ class RedisServer:
         self.kill()
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelServer:
+    """A Redis Sentinel on a free port, watching the master at ``master_port`` as ``name``.
+
+    ``redis-sentinel`` (Debian's package) when it is installed, else
+    ``redis-server --sentinel``, which is the same program. Quick to act: the
+    master counts as down after ``down_after_ms`` milliseconds without answering.
+    """
+
+    def __init__(self, master_port: int, name: str = "mymaster", *, quorum: int = 1, down_after_ms: int = 500) -> None:
+        server = require_executable(
+            "redis-server", "Install it (`apt-get install redis-server redis-sentinel`) to run these tests."
+        )
+        sentinel = shutil.which("redis-sentinel")
+        self.command = [sentinel] if sentinel else [server]
+        self.name = name
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="drf-live-sentinel-"))
+        # Sentinel rewrites its configuration file as it learns the deployment: it must be its own.
+        self.config = self.dir / "sentinel.conf"
+        self.config.write_text(
+            f"port {self.port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.dir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} 5000\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path, self._log = _log_file(f"sentinel-{self.port}")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SentinelServer:
+        command = [*self.command, str(self.config)]
+        if not command[0].endswith("redis-sentinel"):
+            command.append("--sentinel")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-sentinel exited with {self.process.returncode}; see {self.log_path}")
+            if self.master() is not None:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-sentinel did not answer within {STARTUP_TIMEOUT} s; see {self.log_path}")
+
+    def master(self) -> tuple[str, int] | None:
+        """The address this sentinel gives for the master now (None: it does not answer)."""
+        import redis
+
+        try:
+            client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                reply = client.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
+            finally:
+                client.close()
+        except redis.RedisError:
+            return None
+        if not reply:
+            return None
+        return reply[0].decode(), int(reply[1])
+
+    def sentinels_known(self) -> int:
+        """How many other sentinels this one has discovered for the master."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        try:
+            return len(client.execute_command("SENTINEL", "sentinels", self.name))
+        finally:
+            client.close()
+
+    def close(self) -> None:
+        _stop_process(self.process, signal.SIGKILL)
+        self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for_failover(sentinel: SentinelServer, old_port: int, timeout: float = 30.0) -> tuple[str, int]:
+    """Wait until ``sentinel`` names a master other than ``old_port`` and that master says it is one."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        master = sentinel.master()
+        if master is not None and master[1] != old_port:
+            client = redis.Redis(host=master[0], port=master[1], socket_timeout=1)
+            try:
+                if client.execute_command("ROLE")[0] == b"master":
+                    return master
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+        time.sleep(0.1)
+    raise AssertionError(f"No failover within {timeout} s; see {sentinel.log_path}")
 
 
 class ServerDatabase:
@@ -380,6 +484,11 @@ class AsgiServer:
 
     def stop(self) -> None:
         _stop_process(self.process, signal.SIGTERM)
+        self._log.close()
+
+    def kill(self) -> None:
+        """Die at once (SIGKILL), as a crashed or killed process: nothing of it is cleaned up."""
+        _stop_process(self.process, signal.SIGKILL)
         self._log.close()
 
     def assert_no_tracebacks(self) -> None:

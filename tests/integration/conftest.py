@@ -98,7 +98,13 @@ def shell(server_env: dict[str, str]) -> Iterator[Shell]:
 # A deployment of its own, for a test that stops or kills its Redis ---------------------
 
 #: Tracebacks a server may log while its Redis is down (a subscribe or a renewal that failed).
-OUTAGE_TRACEBACKS = ("Stream store unavailable", "Could not renew the registrations", "Could not subscribe")
+OUTAGE_TRACEBACKS = (
+    "Stream store unavailable",
+    "Could not renew the registrations",
+    "Could not subscribe",
+    "Could not renew the socket counts",
+    "Could not count a socket",
+)
 
 
 @dataclass

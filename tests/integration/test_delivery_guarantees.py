@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from notifications.shards import shard_index
 from tests.integration.clients import (
     Replica,
     client,
@@ -370,12 +371,12 @@ def shards() -> Iterator[tuple[RedisServer, RedisServer]]:
 
 
 @pytest.mark.asyncio
-async def test_with_a_channel_layer_on_two_redis_hosts_the_store_lives_on_the_first_and_delivers(
+async def test_with_a_channel_layer_on_two_redis_hosts_the_store_spreads_over_both_and_delivers(
     shards: tuple[RedisServer, RedisServer], demo_databases: Callable[[str], dict[str, str]]
 ) -> None:
-    """channels_redis shards groups over its hosts; drf-live's events do not use the channel layer any
-    more: its store (seq, history, subscribers, pub/sub) lives on one Redis, the first host unless
-    ``STORE_URL`` says otherwise. Writes from another process reach the socket through it."""
+    """channels_redis shards groups over its hosts, and drf-live's store follows: each stream (seq,
+    history, subscribers, pub/sub) lives on the host its name hashes to. Writes from another process
+    reach the socket through it. ``test_shards.py`` stops one of the shards."""
     env = {**demo_databases(shards[0].url), "REDIS_URL": ",".join(shard.url for shard in shards)}
     server, writer = AsgiServer(env, "asgi-sharded").start(), Shell(env, "sharded-writer").start()
     try:
@@ -398,9 +399,10 @@ async def test_with_a_channel_layer_on_two_redis_hosts_the_store_lives_on_the_fi
                 assert row.state["title"] == "from a script"
                 await send_json(bob.ws, {"action": "ping", "request_id": "alive"})
                 assert (await recv_json(bob.ws))["type"] == "PONG"
-        first, second = redis_keys(shards[0]), redis_keys(shards[1])
-        assert f"{task_stream(task['id'])}:hist" in first
-        assert not [key for key in second if key.startswith("drf-live")], second
+        held = [redis_keys(shard) for shard in shards]
+        own = shard_index(task_stream(task["id"]), 2)
+        assert f"{task_stream(task['id'])}:hist" in held[own]
+        assert not [key for key in held[1 - own] if key.startswith(task_stream(task["id"]))], held[1 - own]
     finally:
         writer.close()
         server.stop()

@@ -330,6 +330,96 @@ async def test_a_lost_connection_tells_every_member_once_and_later_joins_listen_
     assert everywhere.messages == subscriber.messages == attached.messages == []
 
 
+async def test_a_lost_shard_tells_only_the_members_of_its_channels() -> None:
+    store = SpyStore()
+    hub = Hub(store)
+    on_lost, on_both, elsewhere, attached = Recorder(), Recorder(), Recorder(), Recorder()
+    await hub.join(CHANNEL, on_lost)
+    await hub.join(CHANNEL, on_both)
+    await hub.join(OTHER, on_both)
+    await hub.join(OTHER, elsewhere)
+    await hub.attach("drf-live.user.1", attached)
+    error = ConnectionError("Redis closed the connection")
+
+    hub.lost(error, {CHANNEL})
+
+    assert on_lost.lost == [(CHANNEL, error)]
+    assert on_both.lost == [(CHANNEL, error)]  # once, though it holds another channel too
+    assert elsewhere.lost == attached.lost == []
+    assert set(hub.groups) == {OTHER, control_channel()}
+    # The other channels, and the control channel, keep delivering on the same listener.
+    store.publish(OTHER, {"seq": 1})
+    store.publish(control_channel(), {"type": "close", "to": ["drf-live.user.1"]})
+    await settle()
+    assert elsewhere.messages == [(OTHER, {"seq": 1}, None)]
+    assert attached.messages == [(control_channel(), {"type": "close", "to": ["drf-live.user.1"]}, None)]
+    assert len(store.listeners) == 1
+
+
+async def test_losing_the_control_channel_tells_every_attached_member() -> None:
+    store = SpyStore()
+    hub = Hub(store)
+    attached, subscriber = Recorder(), Recorder()
+    await hub.attach("drf-live.user.1", attached)
+    await hub.join(CHANNEL, subscriber)
+    error = ConnectionError("no shard carries the control channel")
+
+    hub.lost(error, {control_channel()})
+
+    assert attached.lost == [(control_channel(), error)]
+    assert subscriber.lost == []
+    assert hub.keys == {}
+    # A later attach listens on the control channel again.
+    await hub.attach("drf-live.user.2", Recorder())
+    assert store.listeners[0].calls.count(("add", control_channel())) == 2
+
+
+# Sockets per user ------------------------------------------------------------------------
+
+
+async def test_sockets_past_max_sockets_per_user_are_refused_until_one_is_dismissed() -> None:
+    store = SpyStore()
+    with override_settings(DRF_LIVE={"MAX_SOCKETS_PER_USER": 2}):
+        hub = Hub(store)
+        first, second, third, other_user = Recorder(), Recorder(), Recorder(), Recorder()
+
+        assert await hub.admit("1", first)
+        assert await hub.admit("1", second)
+        assert not await hub.admit("1", third)
+        assert await hub.admit("2", other_user)
+
+        hub.dismiss(first)
+        await settle()
+        assert await hub.admit("1", third)
+        hub.dismiss(first)  # twice: counted once
+        await settle()
+        assert not await hub.admit("1", Recorder())
+
+
+async def test_a_store_that_cannot_count_admits_the_socket_and_counts_it_at_its_renewal() -> None:
+    class Failing(SpyStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.renewed: list[list[tuple[str, str]]] = []
+
+        async def admit_socket(self, user: str, socket: str, limit: int) -> bool:
+            raise ConnectionError("the shard of this user is down")
+
+        async def renew_sockets(self, sockets: Iterable[tuple[str, str]]) -> None:
+            self.renewed.append(list(sockets))
+
+    store = Failing()
+    with override_settings(DRF_LIVE={"SOCKET_LEASE": 0.2}):  # renewed every 0.05 s
+        hub = Hub(store)
+        member = Recorder()
+        assert await hub.admit("1", member)
+        await asyncio.sleep(0.12)
+        assert store.renewed and store.renewed[-1] == [hub.sockets[member]]
+        hub.dismiss(member)
+        assert hub.refresher is not None
+        await asyncio.wait_for(hub.refresher, 1)
+
+
 # Registrations --------------------------------------------------------------------------
 
 

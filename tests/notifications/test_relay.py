@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 import notifications
 from api.models import Project, Task
 from api.serializers import UserSerializer
-from notifications import changes, outbox
+from notifications import changes, outbox, streams
 from notifications.frames import event_text
 from notifications.models import OutboxEntry
 from notifications.plan import Unit, plan
@@ -526,6 +526,61 @@ def test_a_transient_failure_leaves_the_rows_for_a_retry(
     [event] = bus.events(task_target(task).stream)
     assert event["seq"] == start.seq + 1
     assert frame(event, "update", "all")["payload"]["title"] == "Published later"
+    assert not OutboxEntry.objects.exists()
+
+
+class HalfDown(MemoryStreamStore):
+    """A store one of whose Redis shards is down: the streams in ``down`` cannot be claimed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down: set[str] = set()
+
+    def claim(self, stream: str) -> Any:
+        if stream in self.down:
+            raise ConnectionError("this stream's shard is down")
+        return super().claim(stream)
+
+
+def test_a_shard_down_delays_only_its_own_events_and_the_others_go_out_once(
+    kicks: Any, domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    settings.DRF_LIVE = {"OUTBOX_RETRY_DELAY": 0.2}
+    store = HalfDown()
+    monkeypatch.setattr(streams, "_store", store)
+    task, website, alice, bob = domain["task"], domain["website"], domain["alice"], domain["bob"]
+    subscribe(task_target(task), alice)
+    subscribe(project_target(website), alice)
+    with transaction.atomic():
+        task.title = "On the shard that is down"
+        task.save()
+        website.name = "On the shard that is up"
+        website.save()
+        website.members.remove(bob)
+    store.down = {task_target(task).stream}
+
+    relay.publish_rows(DB, committed_rows())
+
+    # The project's event and the transaction's control message went out; the task's waits.
+    assert len(bus.events(project_target(website).stream)) == 1
+    assert bus.on(control_channel()) == [{"type": "recheck", "to": [user_group(wire(bob))]}]
+    assert bus.events(task_target(task).stream) == []
+    rows = OutboxEntry.objects.count()
+    assert rows == 3  # the task's, the project's and the recheck: kept until every event is out
+    # Retries while the shard stays down repeat nothing.
+    time.sleep(0.25)
+    assert relay.sweep() == rows
+    assert len(bus.events(project_target(website).stream)) == 1
+    assert len(bus.on(control_channel())) == 1
+
+    # The shard is back: the task's event goes out, and only it.
+    store.down = set()
+    time.sleep(0.25)
+    assert relay.sweep() == rows
+    [event] = bus.events(task_target(task).stream)
+    assert frame(event, "update", "all")["payload"]["title"] == "On the shard that is down"
+    assert len(bus.events(project_target(website).stream)) == 1
+    assert len(bus.on(control_channel())) == 1
     assert not OutboxEntry.objects.exists()
 
 

@@ -1,9 +1,10 @@
 """The stream store (``notifications/streams.py``, ``notifications/redis_store.py``) and its listeners.
 
-The contract tests run twice: on ``MemoryStreamStore`` and on ``RedisStreamStore``
-with a real redis-server. The Redis-only tests after them show what only a
-shared store can: data lost with Redis, several processes on one Redis,
-readable keys, and a pub/sub connection that fails, or needs a password.
+The contract tests run on ``MemoryStreamStore`` and on ``RedisStreamStore``
+with real redis-servers: one, two and three shards. The Redis-only tests after
+them show what only a shared store can: data lost with Redis, several processes
+on one Redis, readable keys, and a pub/sub connection that fails, or needs a
+password. ``test_shards.py`` shows what sharding adds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import redis
 from django.test import override_settings
 
 from notifications.redis_store import RedisStreamStore
+from notifications.shards import Shard, shard_index
 from notifications.streams import (
     Claim,
     Listener,
@@ -31,7 +33,7 @@ from notifications.streams import (
     control_channel,
     get_store,
     reset_store,
-    store_url,
+    store_shards,
 )
 from tests.servers import RedisServer
 
@@ -51,6 +53,17 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
+@pytest.fixture(scope="module")
+def more_redis_servers() -> Iterator[tuple[RedisServer, RedisServer]]:
+    """Two more redis-servers: with ``redis_server``, the shards of a two- or three-shard store."""
+    servers = (RedisServer().start(), RedisServer().start())
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.close()
+
+
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, for tests that stop or kill it."""
@@ -61,15 +74,17 @@ def private_redis() -> Iterator[RedisServer]:
         server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-2-shards", "redis-3-shards"])
 def store(request: pytest.FixtureRequest) -> Iterator[StreamStore]:
-    """Each contract test runs on process memory and on a real Redis."""
+    """Each contract test runs on process memory, on a real Redis, and on two and three Redis shards."""
     made: StreamStore
     if request.param == "memory":
         made = MemoryStreamStore()
     else:
-        server: RedisServer = request.getfixturevalue("redis_server")
-        made = RedisStreamStore(server.url)
+        servers: list[RedisServer] = [request.getfixturevalue("redis_server")]
+        if request.param != "redis":
+            servers += request.getfixturevalue("more_redis_servers")[: int(request.param.split("-")[1]) - 1]
+        made = RedisStreamStore([server.url for server in servers])
     yield made
     made.close()
 
@@ -112,13 +127,15 @@ class Inbox:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.errors: list[BaseException] = []
+        self.lost_channels: list[set[str] | None] = []
         self.failed = asyncio.Event()
 
     def deliver(self, channel: str, message: dict[str, Any]) -> None:
         self.queue.put_nowait((channel, message))
 
-    def lost(self, error: BaseException) -> None:
+    def lost(self, error: BaseException, channels: Any = None) -> None:
         self.errors.append(error)
+        self.lost_channels.append(set(channels) if channels is not None else None)
         self.failed.set()
 
     async def next(self, timeout: float = 5.0) -> tuple[str, dict[str, Any]]:
@@ -141,16 +158,33 @@ async def listening(store: StreamStore, *channels: str) -> AsyncIterator[tuple[L
         await listener.close()
 
 
-async def nothing_more(store: StreamStore, listener: Listener, inbox: Inbox) -> None:
-    """Assert that nothing else arrives: a message published now on a fresh channel must come next.
+def shard_count(store: StreamStore) -> int:
+    return len(getattr(store, "shards", [None]))
 
-    Both stores deliver one listener's messages in publication order, so this
-    is a proof, not a wait.
+
+def one_channel_per_shard(store: StreamStore, prefix: str = "drf-live.barrier") -> list[str]:
+    """Fresh channel names, one on each shard of ``store`` (in shard order)."""
+    count = shard_count(store)
+    found: dict[int, str] = {}
+    while len(found) < count:
+        name = f"{prefix}.{uuid.uuid4().hex[:8]}"
+        found.setdefault(shard_index(name, count), name)
+    return [found[index] for index in range(count)]
+
+
+async def nothing_more(store: StreamStore, listener: Listener, inbox: Inbox) -> None:
+    """Assert that nothing else arrives: a message published now on a fresh channel of each shard must come next.
+
+    Every store delivers the messages of one shard to a listener in
+    publication order, so this is a proof, not a wait.
     """
-    barrier = f"drf-live.barrier.{uuid.uuid4().hex[:8]}"
-    await listener.add(barrier)
-    store.publish(barrier, {"type": "barrier"})
-    assert await inbox.next() == (barrier, {"type": "barrier"})
+    barriers = one_channel_per_shard(store)
+    for barrier in barriers:
+        await listener.add(barrier)
+    for barrier in barriers:
+        store.publish(barrier, {"type": "barrier"})
+    arrived = [await inbox.next() for _ in barriers]
+    assert sorted(arrived, key=lambda pair: pair[0]) == sorted((barrier, {"type": "barrier"}) for barrier in barriers)
 
 
 def holds(store: StreamStore, stream: str) -> Claim:
@@ -508,7 +542,10 @@ async def test_a_listener_delivers_what_is_published_after_add_returns(store: St
         store.publish(new_stream(), {"n": 3})  # A channel it does not listen on.
         store.publish(stream, {"n": 4})
 
-        assert [await inbox.next() for _ in range(3)] == [(stream, {"n": 1}), (other, {"n": 2}), (stream, {"n": 4})]
+        arrived = [await inbox.next() for _ in range(3)]
+        # In publication order on each channel (two channels may live on two shards, two connections).
+        assert [message for channel, message in arrived if channel == stream] == [{"n": 1}, {"n": 4}]
+        assert [message for channel, message in arrived if channel == other] == [{"n": 2}]
         await nothing_more(store, listener, inbox)
 
 
@@ -778,6 +815,10 @@ async def test_a_redis_listener_without_the_password_redis_wants_raises_on_add(
 # Choosing the store ----------------------------------------------------------------
 
 
+def url_shard(url: str) -> Shard:
+    return Shard(url=url)
+
+
 @override_settings(
     DRF_LIVE={"STORE_URL": "memory"},
     CHANNEL_LAYERS={
@@ -788,16 +829,85 @@ async def test_a_redis_listener_without_the_password_redis_wants_raises_on_add(
     },
 )
 def test_store_url_memory_means_process_memory() -> None:
-    assert store_url() is None
+    assert store_shards() is None
     assert isinstance(get_store(), MemoryStreamStore)
 
 
 @override_settings(DRF_LIVE={"STORE_URL": "redis://store.example:6380/3"})
 def test_store_url_can_be_given() -> None:
-    assert store_url() == "redis://store.example:6380/3"
+    assert store_shards() == [url_shard("redis://store.example:6380/3")]
     store = get_store()
     assert isinstance(store, RedisStreamStore)
-    assert store.url == "redis://store.example:6380/3"
+    assert store.config == [url_shard("redis://store.example:6380/3")]
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [
+        "redis://one.example:6379/0,rediss://two.example:6380/0, redis://:pw@three.example/1",
+        ["redis://one.example:6379/0", "rediss://two.example:6380/0", "redis://:pw@three.example/1"],
+        [
+            {"address": "redis://one.example:6379/0"},
+            "rediss://two.example:6380/0,redis://:pw@three.example/1",
+        ],
+    ],
+    ids=["comma-separated", "list", "dict-and-string"],
+)
+def test_store_url_names_several_shards_in_order(configured: Any) -> None:
+    with override_settings(DRF_LIVE={"STORE_URL": configured}):
+        shards = store_shards()
+        assert shards == [
+            url_shard("redis://one.example:6379/0"),
+            Shard(url="rediss://two.example:6380/0", ssl=True),
+            url_shard("redis://:pw@three.example/1"),
+        ]
+        assert [shard.name for shard in shards or []] == [
+            "redis://one.example:6379/0",
+            "rediss://two.example:6380/0",
+            "redis://three.example/1",  # no password in logs
+        ]
+
+
+@pytest.mark.parametrize(
+    "configured",
+    [
+        "sentinel://user:s%40cret@s1.example:26379,s2.example:26380,s3.example/mymaster/2?sentinel_password=sp",
+        {
+            "sentinels": [("s1.example", 26379), ("s2.example", 26380), "s3.example"],
+            "master_name": "mymaster",
+            "db": 2,
+            "username": "user",
+            "password": "s@cret",
+            "sentinel_kwargs": {"password": "sp"},
+        },
+    ],
+    ids=["url", "dict"],
+)
+def test_store_url_names_a_sentinel_service(configured: Any) -> None:
+    with override_settings(DRF_LIVE={"STORE_URL": configured}):
+        (shard,) = store_shards() or []
+    assert shard.is_sentinel
+    assert shard.sentinels == (("s1.example", 26379), ("s2.example", 26380), ("s3.example", 26379))
+    assert (shard.master_name, shard.db, shard.username, shard.password) == ("mymaster", 2, "user", "s@cret")
+    assert dict(shard.sentinel_kwargs) == {"password": "sp"}
+    assert shard.name == "sentinel://s1.example:26379,s2.example:26380,s3.example:26379/mymaster/2"
+
+
+def test_sentinel_urls_and_plain_ones_mix_in_one_comma_separated_string() -> None:
+    with override_settings(DRF_LIVE={"STORE_URL": "sentinel://a:1,b:2/one,redis://c:3/0,sentinel://d:4/two/1"}):
+        shards = store_shards() or []
+    assert [shard.name for shard in shards] == [
+        "sentinel://a:1,b:2/one/0",
+        "redis://c:3/0",
+        "sentinel://d:4/two/1",
+    ]
+
+
+@pytest.mark.parametrize("configured", ["http://redis.example", "sentinel://a:1", 42])
+def test_a_store_url_drf_live_cannot_read_is_refused(configured: Any) -> None:
+    with override_settings(DRF_LIVE={"STORE_URL": configured}):
+        with pytest.raises(ValueError):
+            store_shards()
 
 
 @override_settings(
@@ -809,7 +919,7 @@ def test_store_url_can_be_given() -> None:
     }
 )
 def test_store_url_follows_a_channels_redis_layer_with_a_string_host() -> None:
-    assert store_url() == "redis://layer.example:6379/2"
+    assert store_shards() == [url_shard("redis://layer.example:6379/2")]
 
 
 @override_settings(
@@ -820,13 +930,18 @@ def test_store_url_follows_a_channels_redis_layer_with_a_string_host() -> None:
                 "hosts": [
                     {"address": "redis://layer.example:6390", "socket_timeout": None},
                     {"address": "redis://second:1"},
+                    ("third", 6379),
                 ]
             },
         }
     }
 )
-def test_store_url_follows_a_channels_redis_layer_with_a_dict_host() -> None:
-    assert store_url() == "redis://layer.example:6390"
+def test_store_url_follows_every_host_of_a_channels_redis_layer_in_order() -> None:
+    assert store_shards() == [
+        url_shard("redis://layer.example:6390"),
+        url_shard("redis://second:1"),
+        url_shard("redis://third:6379"),
+    ]
 
 
 @override_settings(
@@ -835,17 +950,26 @@ def test_store_url_follows_a_channels_redis_layer_with_a_dict_host() -> None:
     }
 )
 def test_store_url_follows_a_channels_redis_layer_with_a_tuple_host() -> None:
-    assert store_url() == "redis://layer.example:6391"
+    assert store_shards() == [url_shard("redis://layer.example:6391")]
+
+
+@pytest.mark.parametrize(
+    "backend", ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"]
+)
+def test_store_url_follows_a_channels_redis_layer_on_sentinel(backend: str) -> None:
+    host = {"sentinels": [("s1", 26379), ("s2", 26379)], "master_name": "layer", "socket_timeout": None}
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": backend, "CONFIG": {"hosts": [host]}}}):
+        assert store_shards() == [Shard(sentinels=(("s1", 26379), ("s2", 26379)), master_name="layer")]
 
 
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {}}})
 def test_store_url_of_a_channels_redis_layer_without_hosts_is_its_default() -> None:
-    assert store_url() == "redis://localhost:6379"
+    assert store_shards() == [url_shard("redis://localhost:6379")]
 
 
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}})
 def test_store_url_of_the_in_memory_layer_is_none() -> None:
-    assert store_url() is None
+    assert store_shards() is None
     assert isinstance(get_store(), MemoryStreamStore)
 
 
