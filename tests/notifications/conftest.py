@@ -74,9 +74,3 @@ async def connect() -> AsyncIterator[Connect]:
         await communicator.disconnect()
     layer: Any = get_channel_layer()
     await layer.flush()
-
-
-@pytest.fixture
-def fast_passwords(settings: Any) -> None:
-    """Hash the fixtures' passwords cheaply: these tests are not about passwords."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

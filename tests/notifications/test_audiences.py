@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from api.serializers import UserSerializer
 from notifications.testing import published
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 PER_AUDIENCE = 50
 

@@ -24,7 +24,7 @@ from notifications.plan import plan
 from notifications.relay import relay
 from notifications.targets import Target
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 TIMEOUT = 5

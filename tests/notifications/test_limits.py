@@ -23,7 +23,7 @@ from notifications import limits
 from notifications.consumers import NotificationConsumer
 from notifications.routing import websocket_application
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 PATH = "/ws/notifications/"
 

@@ -21,7 +21,7 @@ from notifications.registry import site
 from notifications.relay import control_messages, relay
 from notifications.targets import Target, user_group
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 

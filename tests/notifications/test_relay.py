@@ -34,7 +34,7 @@ from notifications.relay import control_messages, relay
 from notifications.streams import MemoryStreamStore, Position, StoreBusy, control_channel, get_store
 from notifications.targets import Target, user_group
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 

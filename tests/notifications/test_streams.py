@@ -41,16 +41,6 @@ USER, OTHER_USER = "1", "2"
 # Fixtures and helpers -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module (missing: a failure in CI, a skip elsewhere)."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
 def private_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, for tests that stop or kill it."""
