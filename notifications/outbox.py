@@ -42,11 +42,6 @@ def claim_transactions(using: str, tokens: list[str], owner: str, lease: float) 
     return list(entries.filter(txn__in=tokens, owner=owner).order_by("id"))
 
 
-def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
-    """The unclaimed rows of one committed transaction, now leased to ``owner``."""
-    return claim_transactions(using, [token], owner, lease)
-
-
 def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:
     """Whole transactions nobody is publishing (about ``limit`` rows' worth), now leased to ``owner``.
 

@@ -169,11 +169,6 @@ class Relay:
 
     # Publishing -------------------------------------------------------------------
 
-    def publish_transaction(self, using: str, token: str) -> None:
-        """Publish one committed transaction's rows now (unless a sweeper took them already)."""
-        lease = float(live_settings.OUTBOX_LEASE)
-        self.publish_rows(using, outbox.claim_transactions(using, [token], self.owner, lease))
-
     def sweep(self) -> int:
         """Publish rows nobody published; returns how many rows were taken."""
         taken = 0

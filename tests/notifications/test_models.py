@@ -70,7 +70,7 @@ def transactions() -> list[str]:
 def planned() -> list[Unit]:
     """The events the relay makes of the one committed transaction in the outbox."""
     [token] = transactions()
-    units = plan(outbox.claim_transaction(DB, token, "test", 60.0), DB)
+    units = plan(outbox.claim_transactions(DB, [token], "test", 60.0), DB)
     # Not the unfiltered collection's (filter ``()``, where a registration has one): these
     # tests are about objects and filtered collections.
     return [unit for unit in units if unit.target.filter != ()]
