@@ -348,7 +348,12 @@ def reset_store() -> None:
 
 
 def store_url() -> str | None:
-    """The Redis URL of the store, or None for process memory."""
+    """The Redis URL of the store, or None for process memory.
+
+    Raises ``ValueError`` when ``STORE_URL`` is unset and the default channel
+    layer's first host names no Redis URL (a Sentinel configuration, say):
+    ``manage.py check`` reports it (drf_live.E203).
+    """
     configured = live_settings.STORE_URL
     if configured == "memory":
         return None
@@ -360,9 +365,20 @@ def store_url() -> str | None:
     if "channels_redis" not in layer.get("BACKEND", ""):
         return None
     hosts = layer.get("CONFIG", {}).get("hosts") or ["redis://localhost:6379"]
-    first = hosts[0]
-    if isinstance(first, dict):
-        first = first.get("address")
-    if isinstance(first, (tuple, list)):
-        first = f"redis://{first[0]}:{first[1]}"
-    return str(first)
+    return host_url(hosts[0])
+
+
+def host_url(host: Any) -> str:
+    """The Redis URL of a channels_redis host: a URL, a ``(host, port)`` pair, or a dict of options."""
+    if isinstance(host, str):
+        return host
+    if isinstance(host, (tuple, list)):
+        return f"redis://{host[0]}:{host[1]}"
+    if isinstance(host, dict) and host.get("address"):
+        return str(host["address"])
+    if isinstance(host, dict) and host.get("host"):
+        return f"redis://{host['host']}:{host.get('port', 6379)}/{host.get('db', 0)}"
+    raise ValueError(
+        f"the default channel layer's first host, {host!r}, names no Redis URL for drf-live's store "
+        '(a Sentinel configuration?), and DRF_LIVE["STORE_URL"] is not set.'
+    )

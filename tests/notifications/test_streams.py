@@ -833,6 +833,32 @@ def test_store_url_of_a_channels_redis_layer_without_hosts_is_its_default() -> N
     assert store_url() == "redis://localhost:6379"
 
 
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"host": "layer.example", "port": 6392, "db": 4, "max_connections": 1000}]},
+        }
+    }
+)
+def test_store_url_follows_a_channels_redis_layer_with_a_host_and_port_dict() -> None:
+    assert store_url() == "redis://layer.example:6392/4"
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"master_name": "mymaster", "sentinels": [("sentinel.example", 26379)]}]},
+        }
+    }
+)
+def test_store_url_of_a_sentinel_layer_is_an_error_that_asks_for_store_url() -> None:
+    # Not the string "None" handed to redis-py: manage.py check reports it (drf_live.E203).
+    with pytest.raises(ValueError, match="STORE_URL"):
+        store_url()
+
+
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}})
 def test_store_url_of_the_in_memory_layer_is_none() -> None:
     assert store_url() is None
