@@ -85,7 +85,7 @@ class Relay:
             self._condition.notify()
 
     def stop_sweeping(self) -> None:
-        """Sweep no more (until ``start`` again); tests call it between tests."""
+        """Sweep no more (until ``start`` again): ``notifications.testing`` does, before a test's database goes."""
         with self._condition:
             self._sweeping = False
 

@@ -17,6 +17,10 @@ from notifications.relay import relay
 from notifications.streams import reset_store
 from tests.servers import RedisServer, ServerDatabase, manage, process_env
 
+# drf-live's test kit, as its users load it (docs/testing.md): the live_socket, captured_events
+# and api_client fixtures.
+pytest_plugins = ["notifications.testing"]
+
 
 @pytest.fixture(autouse=True)
 def fresh_store(request: pytest.FixtureRequest) -> Iterator[None]:
