@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db.backends.utils import CursorWrapper
 
 from api.models import Project, Task
 from notifications.registration import Registration
@@ -117,22 +115,8 @@ async def test_adding_a_member_revokes_nobody(domain: Any, live_socket: Any, is_
     assert is_visible_calls == []
 
 
-@pytest.fixture
-def statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every SQL statement any thread runs from now on, with the thread's name."""
-    executed: list[tuple[str, str]] = []
-    original = CursorWrapper._execute_with_wrappers
-
-    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
-        executed.append((threading.current_thread().name, sql))
-        return original(self, sql, *args, **kwargs)
-
-    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", counting)
-    return executed
-
-
 async def test_the_writer_only_updates_its_row_and_records_one_outbox_row(
-    domain: Any, live_socket: Any, statements: list[tuple[str, str]]
+    domain: Any, live_socket: Any, statements: Any
 ) -> None:
     task = domain["task"]
     bob_socket = await live_socket(domain["bob"])
@@ -156,7 +140,7 @@ async def test_the_writer_only_updates_its_row_and_records_one_outbox_row(
 
 
 async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
-    domain: Any, live_socket: Any, statements: list[tuple[str, str]], replace_registration: Any
+    domain: Any, live_socket: Any, statements: Any, replace_registration: Any
 ) -> None:
     from api.notifications import TaskRegistration
 
@@ -182,7 +166,7 @@ async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
         await published()  # the relay deletes the rows after the event went out
         for socket in sockets:
             await socket.close()
-        return sum(1 for thread, _sql in statements if thread == "drf-live-relay")
+        return len(statements.of_relay())
 
     await relay_queries_for_one_write([bob], "warm-up")  # the relay's connection opens here
     one_socket = await relay_queries_for_one_write([bob], "one")
@@ -194,7 +178,7 @@ async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
 
 
 async def test_a_declaration_answers_for_every_user_with_a_fixed_number_of_queries(
-    domain: Any, live_socket: Any, statements: list[tuple[str, str]], make_user: Any
+    domain: Any, live_socket: Any, statements: Any, make_user: Any
 ) -> None:
     task, website = domain["task"], domain["website"]
 
@@ -218,7 +202,7 @@ async def test_a_declaration_answers_for_every_user_with_a_fixed_number_of_queri
         await published()  # the relay deletes the rows after the event went out
         for socket in sockets:
             await socket.close()
-        return sum(1 for thread, _sql in statements if thread == "drf-live-relay")
+        return len(statements.of_relay())
 
     await relay_queries_with(await members(1), "warm-up")  # the relay's connection opens here
     few = await relay_queries_with(await members(2), "few")
