@@ -42,8 +42,8 @@ test: $(STAMP)
 
 # Lint, format and types (CI runs it before the tests).
 check: $(STAMP)
-	$(PY) -m ruff check notifications api project tests bench
-	$(PY) -m ruff format --check notifications api project tests bench
+	$(PY) -m ruff check notifications api project tests bench devtools
+	$(PY) -m ruff format --check notifications api project tests bench devtools
 	$(PY) -m mypy
 
 clean:

@@ -22,12 +22,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.servers import ROOT, Database
 
 
 def measure(count: int) -> dict[str, float]:
@@ -71,17 +68,6 @@ def measure(count: int) -> dict[str, float]:
     return {"ms": asyncio.run(run())}
 
 
-def postgres_database(server_url: str, name: str) -> str:
-    """Create (afresh) database ``name`` on the server of ``server_url``; return its URL."""
-    import psycopg
-
-    parts = urlsplit(server_url)
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 def child(env: dict[str, str], count: int) -> float:
     output = subprocess.run(
         [sys.executable, "-m", "bench.db_hops", "--child", "--count", str(count)],
@@ -104,13 +90,18 @@ def main(argv: list[str]) -> int:
         print(json.dumps(measure(args.count)))
         return 0
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        sqlite = f"sqlite:///{scratch}/db-hops.sqlite3"
-        rows.append(("SQLite", "no (not available)", child({"DATABASE_URL": sqlite}, args.count)))
+    sqlite = Database(prefix="drf_live_db_hops")
+    try:
+        rows.append(("SQLite", "no (not available)", child({"DATABASE_URL": sqlite.url}, args.count)))
+    finally:
+        sqlite.drop()
     if args.postgres:
-        url = postgres_database(args.postgres, "drf_live_db_hops")
-        rows.append(("PostgreSQL", "no", child({"DATABASE_URL": url, "DATABASE_POOL": "0"}, args.count)))
-        rows.append(("PostgreSQL", "yes", child({"DATABASE_URL": url, "DATABASE_POOL": "1"}, args.count)))
+        postgres = Database(args.postgres, prefix="drf_live_db_hops")
+        try:
+            rows.append(("PostgreSQL", "no", child({"DATABASE_URL": postgres.url, "DATABASE_POOL": "0"}, args.count)))
+            rows.append(("PostgreSQL", "yes", child({"DATABASE_URL": postgres.url, "DATABASE_POOL": "1"}, args.count)))
+        finally:
+            postgres.drop()
     command = "python -m bench.db_hops" + (f" --postgres {args.postgres}" if args.postgres else "")
     print(f"`{command}`, {args.count} subscribes")
     print()

@@ -1,7 +1,7 @@
 """The data every scenario uses: users with API tokens, one project they all see, N tasks.
 
 ``python -m bench.fixtures TASKS USERS`` (with the Django environment of
-``servers.django_env``) creates them unless they exist and prints
+``devtools.servers.django_env``) creates them unless they exist and prints
 ``{"tokens": [...], "tasks": [hashid, ...]}``. The project's owner is the first
 user and every other user is a member, so drf-live's access checks pass for
 every task. Several users, because drf-live (as shipped) lets one user hold at

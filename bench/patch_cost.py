@@ -27,9 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.servers import ROOT
 
 CONFIGURATIONS = [
     ("without drf-live", "bench.settings_nolive", ""),

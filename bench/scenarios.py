@@ -22,18 +22,16 @@ from typing import Any
 
 import numpy as np
 
+from devtools.servers import PYTHON, ROOT, Database, django_env
+
 from .servers import (
     LOGS,
-    PYTHON,
-    ROOT,
-    Database,
     Process,
     Processes,
     Redis,
     Server,
     ServerKind,
     cpu_seconds,
-    django_env,
     raise_open_file_limit,
 )
 
@@ -275,7 +273,7 @@ class Bench:
     def setup(self) -> None:
         raise_open_file_limit()
         self.redis = Redis(self.processes).start()
-        self.database = Database(self.config.database_url)
+        self.database = Database(self.config.database_url, prefix="drf_live_bench")
         env = self.env("project.settings")
         self.django("manage.py", "migrate", "--noinput", env=env)
         # Created without drf-live, so that no create event is published.
@@ -288,7 +286,7 @@ class Bench:
 
     def env(self, settings: str) -> dict[str, str]:
         assert self.redis is not None and self.database is not None
-        return django_env(settings, self.database.url, self.redis.url)
+        return django_env(self.database.url, self.redis.url, settings=settings, debug=False)
 
     def django(self, *args: str, env: dict[str, str]) -> str:
         result = subprocess.run([PYTHON, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)

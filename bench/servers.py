@@ -11,39 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.servers import PYTHON, ROOT, django_env, free_port, listening, redis_argv, redis_command
+
 LOGS = ROOT / "test-output" / "bench"
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def raise_open_file_limit() -> int:
@@ -190,21 +171,7 @@ class Redis:
             raise SystemExit("redis-server is not on PATH: apt-get install redis-server")
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="drf-live-bench-redis-"))
-        argv = [
-            executable,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.dir),
-            "--maxclients",
-            "20000",
-        ]
+        argv = redis_argv(executable, self.port, self.dir, extra=["--maxclients", "20000"])
         self.process = processes.add(Process(f"redis-{self.port}", argv, cwd=self.dir))
 
     @property
@@ -222,17 +189,7 @@ class Redis:
 
     def command(self, *words: str) -> str:
         """A command in the inline protocol; the raw reply (enough for PING, FLUSHALL, INFO)."""
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-                sock.sendall((" ".join(words) + "\r\n").encode())
-                data = sock.recv(65536)
-                if data.startswith(b"$"):
-                    size = int(data[1 : data.index(b"\r\n")])
-                    while len(data) < size + len(str(size)) + 5:
-                        data += sock.recv(65536)
-                return data.decode(errors="replace")
-        except OSError:
-            return ""
+        return redis_command(self.port, *words)
 
     def remove_dir(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -245,64 +202,6 @@ class Redis:
 
     def flush(self) -> None:
         self.command("FLUSHALL")
-
-
-class Database:
-    """A database every process shares: SQLite in a temp dir, or a fresh PostgreSQL database.
-
-    PostgreSQL when ``BENCH_DATABASE_URL`` names a server; the database is
-    created for the run and dropped at the end (the approach of tests/servers.py).
-    """
-
-    def __init__(self, base_url: str = "") -> None:
-        self._tmp: Path | None = None
-        self._admin_url: str | None = None
-        self.name: str | None = None
-        if base_url.startswith(("postgres://", "postgresql://")):
-            parts = urlsplit(base_url)
-            self.name = f"drf_live_bench_{uuid.uuid4().hex[:10]}"
-            self._admin_url = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
-            self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", parts.query, ""))
-            self._execute(f'CREATE DATABASE "{self.name}"')
-        else:
-            self._tmp = Path(tempfile.mkdtemp(prefix="drf-live-bench-db-"))
-            self.url = f"sqlite:///{self._tmp / 'db.sqlite3'}"
-
-    @property
-    def kind(self) -> str:
-        return "PostgreSQL" if self.name else "SQLite (WAL)"
-
-    def _execute(self, sql: str) -> None:
-        import psycopg
-
-        assert self._admin_url is not None
-        with psycopg.connect(self._admin_url, autocommit=True, connect_timeout=10) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
-
-    def drop(self) -> None:
-        if self.name is not None:
-            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            self.name = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-
-def django_env(settings: str, database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
-    """Environment of a server, a writer or a setup command: these settings, this DB, this Redis."""
-    ours = {"REDIS_URL", "DATABASE_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DEBUG", "DJANGO_SETTINGS_MODULE"}
-    env = {key: value for key, value in os.environ.items() if key not in ours}
-    # DEBUG off everywhere: with DEBUG on, Django keeps every query in memory.
-    env.update(
-        DJANGO_SETTINGS_MODULE=settings,
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        DEBUG="0",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=str(ROOT),
-    )
-    env.update(extra)
-    return env
 
 
 # The servers under test -------------------------------------------------------
@@ -435,7 +334,7 @@ class Server:
     def __init__(self, kind: ServerKind, processes: Processes, database_url: str, redis_url: str, tag: str) -> None:
         self.kind = kind
         self.port = free_port()
-        env = django_env(kind.settings, database_url, redis_url)
+        env = django_env(database_url, redis_url, settings=kind.settings, debug=False)
         self.process = processes.add(Process(f"{kind.name}-{tag}-{self.port}", kind.argv(self.port, redis_url), env))
 
     @property

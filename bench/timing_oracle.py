@@ -32,10 +32,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from devtools.servers import ROOT, Database, free_port, listening
+
 PASSWORD = "timing-oracle"
 
 
@@ -222,8 +222,6 @@ def explaining(plans: list[str]) -> Callable[..., Any]:
 
 def over_a_socket(database_url: str, ids: dict[str, str], samples: int, factory: str | None) -> str:
     """Start uvicorn on the database; time ``subscribe`` round trips as the attacker sees them."""
-    from bench.servers import free_port, listening
-
     port = free_port()
     app = ["--factory", factory] if factory else ["project.asgi:application"]
     env = {**os.environ, "DATABASE_URL": database_url, "DEBUG": "0", "PYTHONPATH": str(ROOT)}
@@ -278,9 +276,7 @@ def main() -> None:
     parser.add_argument("--no-socket", action="store_true", help="skip the measurements over a real socket")
     args = parser.parse_args()
 
-    from bench.servers import Database
-
-    database = Database(args.postgres)
+    database = Database(args.postgres, prefix="drf_live_timing")
     try:
         os.environ["DATABASE_URL"] = database.url
         os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"

@@ -11,7 +11,7 @@ class NotificationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, metrics  # noqa: F401  (checks: registers the system checks)
+        from . import checks, layer_checks, metrics, settings_checks  # noqa: F401  (register the system checks)
         from .receivers import connect
         from .registry import site
 

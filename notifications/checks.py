@@ -1,7 +1,15 @@
-"""System checks: configuration mistakes found at start-up, not at the first event."""
+"""System checks of the registrations: mistakes found at start-up, not at the first event.
+
+drf_live.E001 to E007 name a model or a field a registration cannot use;
+drf_live.E008 an event type for a kind of change that does not exist;
+drf_live.W009 an option or hook whose name is one letter away from drf-live's,
+which is otherwise silently never read. The settings have checks of their own
+(``settings_checks``).
+"""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 from typing import Any
 
@@ -16,6 +24,52 @@ def check_registrations(app_configs: Any = None, **kwargs: Any) -> list[checks.C
     messages: list[checks.CheckMessage] = []
     for registration in site:
         messages.extend(_check(registration))
+        messages.extend(_check_names(registration))
+    return messages
+
+
+#: The kinds of change ``event_types`` may rename (a touch is sent as an update).
+RENAMED_KINDS = ("create", "update", "delete")
+
+
+def _check_names(registration: Any) -> list[checks.CheckMessage]:
+    """Names a registration gives that drf-live never reads: unknown event kinds, misspelled options."""
+    from .registration import Registration
+
+    model = registration.model
+    label = model._meta.label
+    messages: list[checks.CheckMessage] = []
+    for kind in registration.event_types:
+        if kind not in RENAMED_KINDS:
+            close = difflib.get_close_matches(str(kind), RENAMED_KINDS, n=1, cutoff=0.6)
+            messages.append(
+                checks.Error(
+                    f"{label}: event_types names {kind!r}, which is not a kind of change.",
+                    hint=(f"Did you mean {close[0]!r}? " if close else "")
+                    + 'Rename "create", "update" or "delete", e.g. event_types = {"update": "TASK_CHANGED"}.',
+                    obj=model,
+                    id="drf_live.E008",
+                )
+            )
+    known = {name for name in dir(Registration) if not name.startswith("_")}
+    defined = {
+        name
+        for cls in type(registration).__mro__
+        if cls is not Registration and issubclass(cls, Registration)
+        for name in vars(cls)
+        if not name.startswith("_")
+    }
+    for name in sorted(defined - known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            messages.append(
+                checks.Warning(
+                    f"{label}: the registration defines {name!r}, which drf-live never reads.",
+                    hint=f"Did you mean {close[0]!r}? Rename it, or give your own attribute a name further from it.",
+                    obj=model,
+                    id="drf_live.W009",
+                )
+            )
     return messages
 
 

@@ -157,7 +157,9 @@ class LiveSettings:
         if name not in DEFAULTS:
             raise AttributeError(f"Unknown drf-live setting: {name!r}")
         if name not in self._cache:
-            user = getattr(settings, "DRF_LIVE", {}) or {}
+            user = getattr(settings, "DRF_LIVE", None)
+            if not isinstance(user, dict):
+                user = {}  # None, or a value the system check reports (drf_live.E100)
             self._cache[name] = user.get(name, DEFAULTS[name])
         return self._cache[name]
 

@@ -221,6 +221,6 @@ auth_failures = AddressBuckets("AUTH_FAILURE_RATE", "AUTH_FAILURE_BURST")
 
 
 def reset() -> None:
-    """Forget every per-process count and budget (for tests)."""
+    """Forget every per-process count and budget (``notifications.testing`` does, between tests)."""
     strangers.clear()
     auth_failures.clear()

@@ -44,11 +44,6 @@ def claim_transactions(using: str, tokens: list[str], owner: str, lease: float) 
     return list(entries.filter(txn__in=tokens, owner=owner).order_by("id"))
 
 
-def claim_transaction(using: str, token: str, owner: str, lease: float) -> list[OutboxEntry]:
-    """The unclaimed rows of one committed transaction, now leased to ``owner``."""
-    return claim_transactions(using, [token], owner, lease)
-
-
 def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:
     """Whole transactions nobody is publishing (about ``limit`` rows' worth), now leased to ``owner``.
 
@@ -87,10 +82,11 @@ def retry_later(using: str, ids: Sequence[int], delay: float, published: Collect
     """
     entries = OutboxEntry.objects.using(using)
     if published and ids:
-        first = entries.filter(id=min(ids)).first()
+        # On the first row still there (OUTBOX_LIMIT may have trimmed some), by an UPDATE that finds
+        # nothing to change if that row goes too before it runs.
+        first = entries.filter(id__in=list(ids)).order_by("id").values_list("id", "data").first()
         if first is not None:
-            first.data = {**first.data, PUBLISHED: sorted(published)}
-            first.save(update_fields=["data"])
+            entries.filter(id=first[0]).update(data={**first[1], PUBLISHED: sorted(published)})
     entries.filter(id__in=list(ids)).update(lease_until=time.time() + delay, owner="")
 
 

@@ -233,15 +233,19 @@ class _Connection:
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the shard's master (asking the sentinels where it is), authenticate, check its role."""
         config = self.shard.shard
-        host, port = await self.shard.master_address()
         if config.is_sentinel:
             username, password = config.username, config.password
         else:
             parts = urlsplit(config.url or "")
             username = unquote(parts.username) if parts.username else None
             password = unquote(parts.password) if parts.password else None
-        context = ssl.create_default_context() if config.ssl else None
-        reader, writer = await asyncio.open_connection(host, port, ssl=context)
+        if not config.is_sentinel and parts.scheme == "unix":
+            host, port = parts.path, 0
+            reader, writer = await asyncio.open_unix_connection(parts.path)
+        else:
+            host, port = await self.shard.master_address()
+            context = ssl.create_default_context() if config.ssl else None
+            reader, writer = await asyncio.open_connection(host, port, ssl=context)
         try:
             if password:
                 writer.write(_command("AUTH", *([username, password] if username else [password])))

@@ -215,24 +215,9 @@ class Registration:
             lookups[name] = pk
         return lookups
 
-    def serialize_collection(self, user: Any, filter: dict[str, str], *, host: str | None = None) -> Any:
-        """What ``GET`` of the list, filtered by ``filter``, returns to ``user``."""
-        queryset = self.get_visible_collection(user, filter, host=host)
-        if queryset is None:
-            return None
-        view = self.get_view(user, action="list", host=host)
-        return view.get_serializer(queryset, many=True).data
-
     def get_collection_audience(self, user: Any, filter: dict[str, str]) -> str:
         """The audience of a collection's subscriber for application events (the first, by default)."""
         return self.audiences[0]
-
-    def get_visible_member(
-        self, user: Any, filter: dict[str, str], pk: Any, *, host: str | None = None
-    ) -> models.Model | None:
-        """The member ``pk`` of the collection ``filter`` as ``user``'s list shows it, else None."""
-        queryset = self.get_visible_collection(user, filter, host=host)
-        return None if queryset is None else queryset.filter(pk=pk).first()
 
     # Identity -----------------------------------------------------------
 

@@ -78,9 +78,6 @@ class Registry:
     def __iter__(self) -> Iterator[Registration]:
         return iter(list(self._registry.values()))
 
-    def clear(self) -> None:
-        self._registry.clear()
-
 
 site = Registry()
 

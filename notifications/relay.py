@@ -87,7 +87,7 @@ class Relay:
             self._condition.notify()
 
     def stop_sweeping(self) -> None:
-        """Sweep no more (until ``start`` again); tests call it between tests."""
+        """Sweep no more (until ``start`` again): ``notifications.testing`` does, before a test's database goes."""
         with self._condition:
             self._sweeping = False
 
@@ -189,11 +189,6 @@ class Relay:
         return max(self._next_sweep - time.monotonic(), 0.01) if self._sweeping else None
 
     # Publishing -------------------------------------------------------------------
-
-    def publish_transaction(self, using: str, token: str) -> None:
-        """Publish one committed transaction's rows now (unless a sweeper took them already)."""
-        lease = float(live_settings.OUTBOX_LEASE)
-        self.publish_rows(using, outbox.claim_transactions(using, [token], self.owner, lease))
 
     def sweep(self) -> int:
         """Publish rows nobody published; returns how many rows were taken."""

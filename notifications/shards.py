@@ -129,9 +129,15 @@ def _from_url(url: str) -> Shard:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ShardConfigError(f"{url!r} names no host: write redis://host:6379/0.")
         return Shard(url=url, ssl=scheme == "rediss")
+    if scheme == "unix":
+        if not parts.path:
+            raise ShardConfigError(f"{url!r} names no socket: write unix:///run/redis.sock?db=0.")
+        return Shard(url=url)
     if scheme not in ("sentinel", "sentinels"):
-        raise ShardConfigError(f"Unknown Redis URL scheme in {url!r}: use redis://, rediss:// or sentinel://.")
+        raise ShardConfigError(f"Unknown Redis URL scheme in {url!r}: use redis://, rediss://, unix:// or sentinel://.")
     # sentinel://[[user]:password@]host:port[,host:port...]/master_name[/db][?sentinel_password=...]
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     sentinels = tuple(_host_port(item, 26379) for item in hostlist.split(",") if item)

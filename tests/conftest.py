@@ -1,8 +1,12 @@
-"""Fixtures shared by the whole suite: demo-domain factories and a clean event store."""
+"""Fixtures shared by the whole suite: a clean event store, demo-domain factories, real processes.
+
+Each fixture is defined once, here, or in the conftest of the one directory
+that uses it; ``tests/servers.py`` holds the process helpers they build on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +15,11 @@ from rest_framework.authtoken.models import Token
 from notifications import limits
 from notifications.relay import relay
 from notifications.streams import reset_store
+from tests.servers import RedisServer, ServerDatabase, manage, process_env
+
+# drf-live's test kit, as its users load it (docs/testing.md): the live_socket, captured_events
+# and api_client fixtures.
+pytest_plugins = ["notifications.testing"]
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +47,13 @@ def fresh_limits() -> Iterator[None]:
     limits.reset()
     yield
     limits.reset()
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings: Any) -> None:
+    """Hash the fixtures' passwords cheaply: no test here is about hashing (the token and session tests
+    still check passwords; they just check them fast)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -81,3 +97,41 @@ def domain(make_user: Any) -> dict[str, Any]:
         "task": task,
         "hidden": hidden,
     }
+
+
+# Real processes (tests/e2e, tests/integration, the Redis store's contract tests) -----------
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the module (missing: a failure in CI, a skip elsewhere)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def demo_databases() -> Iterator[Callable[[str | None], dict[str, str]]]:
+    """Makes a migrated database with the demo data; returns the environment of processes on it and that Redis.
+
+    Every process that sweeps drf-live's outbox publishes what it finds to its
+    own Redis: processes that share a database must share a Redis, so each
+    Redis (or the in-memory store, ``None``) gets a database of its own.
+    """
+    made: list[ServerDatabase] = []
+
+    def make(redis_url: str | None) -> dict[str, str]:
+        database = ServerDatabase()
+        made.append(database)
+        env = process_env(database.url, redis_url)
+        manage("migrate", "--noinput", env=env)
+        manage("load_demo", "--quiet", env=env)
+        return env
+
+    try:
+        yield make
+    finally:
+        for database in made:
+            database.drop()

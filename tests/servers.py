@@ -12,9 +12,7 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,35 +20,28 @@ import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
-MANAGE = str(ROOT / "manage.py")
+from devtools.servers import (
+    DEMO_PASSWORD,
+    MANAGE,
+    PYTHON,
+    ROOT,
+    Database,
+    django_env,
+    free_port,
+    listening,
+    redis_argv,
+    redis_ping,
+)
 
+OUTPUT = ROOT / "test-output"
 STARTUP_TIMEOUT = 30.0
 # Seconds a connection has to send its request headers (and to stay idle between requests).
 KEEP_ALIVE_TIMEOUT = 5
-DEMO_PASSWORD = "demo-password"  # the password `manage.py load_demo` gives its users
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def require_executable(name: str, hint: str) -> str:
@@ -110,19 +101,7 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             return self
         self.process = subprocess.Popen(
-            [
-                self.executable,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                *(["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]),
-                "--dir",
-                str(self.dir),
-                *self.extra_args,
-            ],
+            [*redis_argv(self.executable, self.port, self.dir, appendonly=self.appendonly), *self.extra_args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.dir,
@@ -138,12 +117,7 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer PING within {STARTUP_TIMEOUT} s; see {self.log_path}")
 
     def ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return redis_ping(self.port)
 
     def stop(self) -> None:
         """Shut down cleanly (SIGTERM); without persistence, every key is gone."""
@@ -260,59 +234,20 @@ def wait_for_failover(sentinel: SentinelServer, old_port: int, timeout: float = 
     raise AssertionError(f"No failover within {timeout} s; see {sentinel.log_path}")
 
 
-class ServerDatabase:
-    """A database the server processes share: a temp SQLite file, or a fresh PostgreSQL database.
+class ServerDatabase(Database):
+    """The database the server processes of a test share: a temp SQLite file, or a fresh PostgreSQL database.
 
-    When ``DATABASE_URL`` points at PostgreSQL, a database of our own is created
-    on that server (never pytest-django's ``test_*`` one) and dropped at the end.
+    PostgreSQL when ``DATABASE_URL`` points at a PostgreSQL server (CI's second
+    run): a database of our own on that server, dropped by ``drop()``.
     """
 
-    def __init__(self, base_url: str | None = None) -> None:
-        base_url = base_url if base_url is not None else os.environ.get("DATABASE_URL", "")
-        self._tmp: Path | None = None
-        self._admin_url: str | None = None
-        self.name: str | None = None
-        if base_url.startswith(("postgres://", "postgresql://", "pgsql://")):
-            parts = urlsplit(base_url)
-            self.name = f"drf_live_e2e_{uuid.uuid4().hex[:12]}"
-            self._admin_url = urlunsplit(("postgresql", parts.netloc, "/postgres", parts.query, ""))
-            self.url = urlunsplit((parts.scheme, parts.netloc, f"/{self.name}", parts.query, ""))
-            self._execute(f'CREATE DATABASE "{self.name}"')
-        else:
-            self._tmp = Path(tempfile.mkdtemp(prefix="drf-live-db-"))
-            self.url = f"sqlite:///{self._tmp / 'db.sqlite3'}"
-
-    def _execute(self, sql: str) -> None:
-        import psycopg
-
-        assert self._admin_url is not None
-        with psycopg.connect(self._admin_url, autocommit=True, connect_timeout=10) as connection:
-            connection.execute(sql)  # type: ignore[arg-type]
-
-    def drop(self) -> None:
-        if self.name is not None:
-            self._execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            self.name = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+    def __init__(self) -> None:
+        super().__init__(os.environ.get("DATABASE_URL", ""), prefix="drf_live_e2e")
 
 
 def process_env(database_url: str, redis_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment of a server or management command: this project's settings, our DB and Redis."""
-    # Settings the tests rely on come from here, not from whatever the shell exported.
-    ours = {"REDIS_URL", "DATABASE_URL", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DEBUG"}
-    env = {key: value for key, value in os.environ.items() if key not in ours}
-    env.update(
-        DJANGO_SETTINGS_MODULE="project.settings",
-        DATABASE_URL=database_url,
-        PYTHONUNBUFFERED="1",
-        DEBUG="true",
-    )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
-    env.update(extra)
-    return env
+    return django_env(database_url, redis_url, **extra)
 
 
 def manage(*args: str, env: Mapping[str, str], timeout: float = 60.0) -> str:
@@ -476,7 +411,7 @@ class AsgiServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"The ASGI server exited with {self.process.returncode}; see {self.log_path}")
-            if accepts_connections(self.port):
+            if listening(self.port):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -510,6 +445,17 @@ class AsgiServer:
             (seen if any(text in message for text in expected) else unexpected).append(message)
         assert not unexpected, f"The server logged unexpected errors {unexpected}; see {self.log_path}:\n{log[-3000:]}"
         return seen
+
+
+def demo_tokens(server: AsgiServer, names: Sequence[str] = ("alice", "bob")) -> dict[str, str]:
+    """The demo users' API tokens, from ``POST /api/auth/token/`` on ``server`` (password hashing is slow: once)."""
+    with httpx.Client(base_url=server.http_url, timeout=10) as http:
+        tokens = {}
+        for name in names:
+            response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
+            assert response.status_code == 200, response.text
+            tokens[name] = str(response.json()["token"])
+        return tokens
 
 
 _CHAINED = ("During handling of the above exception", "The above exception was the direct cause")

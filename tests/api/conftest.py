@@ -8,12 +8,6 @@ import pytest
 from rest_framework.test import APIClient
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """Hash the fixtures' passwords cheaply (the token tests still check them)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def client_for(token_for: Any) -> Any:
     """An ``APIClient`` authenticated as ``user`` by API token, as a non-browser client is."""

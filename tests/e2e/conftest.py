@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
-from tests.servers import (
-    DEMO_PASSWORD,
-    AsgiServer,
-    RedisServer,
-    ServerDatabase,
-    manage,
-    process_env,
-)
+from tests.servers import AsgiServer, demo_tokens
 
 
 @dataclass
@@ -27,43 +19,15 @@ class Live:
     tokens: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[ServerDatabase]:
-    """A migrated database with the demo data, shared by the module's server processes."""
-    database = ServerDatabase()
-    try:
-        env = process_env(database.url)
-        manage("migrate", "--noinput", env=env)
-        manage("load_demo", "--quiet", env=env)
-        yield database
-    finally:
-        database.drop()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture(scope="module", params=["memory", "redis"])
-def live(request: pytest.FixtureRequest, database: ServerDatabase) -> Iterator[Live]:
-    """The server with the in-memory channel layer (the default), then with ``REDIS_URL``."""
+def live(request: pytest.FixtureRequest, demo_databases: Callable[[str | None], dict[str, str]]) -> Iterator[Live]:
+    """The server with the in-memory store (the default), then with ``REDIS_URL``; each on its own demo database."""
     redis_url = request.getfixturevalue("redis_server").url if request.param == "redis" else None
-    env = process_env(database.url, redis_url)
+    env = demo_databases(redis_url)
     server = AsgiServer(env, f"e2e-{request.param}")
     try:
         server.start()
-        with httpx.Client(base_url=server.http_url, timeout=10) as http:
-            tokens = {}
-            for name in ("alice", "bob"):
-                response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
-                assert response.status_code == 200, response.text
-                tokens[name] = str(response.json()["token"])
-        yield Live(server, env, tokens)
+        yield Live(server, env, demo_tokens(server))
     finally:
         server.stop()
     server.assert_no_tracebacks()

@@ -8,9 +8,7 @@ not once per example: examples only send frames and never write.
 from __future__ import annotations
 
 import os
-from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 COMMON = {
@@ -24,9 +22,3 @@ settings.register_profile("ci", max_examples=300, **COMMON)
 # 3,400 examples each: 10,200 cases in all.
 settings.register_profile("fuzz", max_examples=3400, **COMMON)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-
-@pytest.fixture
-def fast_passwords(settings: Any) -> None:
-    """Hash the domain's passwords cheaply: these tests are not about passwords."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -47,7 +47,7 @@ from rest_framework.test import APIClient
 from notifications.routing import websocket_application
 from tests.pages import results
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
 
 PATH = "/ws/notifications/"
 ERROR_CODES = {

@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.pages import results
-from tests.servers import DEMO_PASSWORD, RECV_TIMEOUT, AsgiServer, Shell, recv_json, send_json
+from tests.servers import RECV_TIMEOUT, AsgiServer, Shell, recv_json, send_json
 
 # Sockets and REST ----------------------------------------------------------------
 
@@ -94,17 +94,6 @@ async def website(http: httpx.AsyncClient) -> str:
     """The id of alice's demo project "Website" (bob is a member)."""
     projects = await get_list(http, "/api/projects/")
     return str(next(project for project in projects if project["name"] == "Website")["id"])
-
-
-def demo_tokens(server: AsgiServer) -> dict[str, str]:
-    """alice's and bob's API tokens, from ``POST /api/auth/token/`` on ``server``."""
-    with httpx.Client(base_url=server.http_url, timeout=10) as http:
-        tokens = {}
-        for name in ("alice", "bob"):
-            response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
-            assert response.status_code == 200, response.text
-            tokens[name] = str(response.json()["token"])
-        return tokens
 
 
 # Another process's view of the database ----------------------------------------------

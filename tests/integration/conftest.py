@@ -1,10 +1,9 @@
-"""A real redis-server, a database the server processes share, and ASGI servers using both.
+"""Two ASGI servers, a shell process and the demo users' tokens, on one Redis and one demo database.
 
-Every process that sweeps drf-live's outbox publishes what it finds to its own
-Redis: processes that share a database must share a Redis, or one of them
-publishes the other's events where nobody listens. A test that runs servers on
-a Redis of its own (to stop or kill it) therefore gets a database of its own
-too (``demo_databases``).
+``redis_server`` and ``demo_databases`` come from ``tests/conftest.py``. A test
+that runs servers on a Redis of its own (to stop or kill it) gets a database
+of its own too (``deployment``): processes that share a database must share a
+Redis.
 """
 
 from __future__ import annotations
@@ -16,48 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.clients import demo_tokens
-from tests.servers import (
-    AsgiServer,
-    RedisServer,
-    ServerDatabase,
-    Shell,
-    manage,
-    process_env,
-)
+from tests.servers import AsgiServer, RedisServer, Shell, demo_tokens
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(scope="module")
-def demo_databases() -> Iterator[Callable[[str], dict[str, str]]]:
-    """Makes a migrated database with the demo data, for processes on the Redis at the given URL."""
-    made: list[ServerDatabase] = []
-
-    def make(redis_url: str) -> dict[str, str]:
-        database = ServerDatabase()
-        made.append(database)
-        env = process_env(database.url, redis_url)
-        manage("migrate", "--noinput", env=env)
-        manage("load_demo", "--quiet", env=env)
-        return env
-
-    try:
-        yield make
-    finally:
-        for database in made:
-            database.drop()
-
-
-@pytest.fixture(scope="module")
-def server_env(redis_server: RedisServer, demo_databases: Callable[[str], dict[str, str]]) -> dict[str, str]:
+def server_env(redis_server: RedisServer, demo_databases: Callable[[str | None], dict[str, str]]) -> dict[str, str]:
     """The environment of every process of the module: a migrated database with the demo data, one Redis."""
     return demo_databases(redis_server.url)
 
@@ -119,7 +81,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(demo_databases: Callable[[str], dict[str, str]]) -> Iterator[Callable[..., Deployment]]:
+def deployment(demo_databases: Callable[[str | None], dict[str, str]]) -> Iterator[Callable[..., Deployment]]:
     """Makes a ``Deployment``; ``appendonly`` for a Redis that persists, ``settings`` for ``DRF_LIVE``.
 
     When the test is done, the servers must have logged no traceback but those

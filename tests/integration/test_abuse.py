@@ -31,8 +31,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.integration.clients import get_list
 from tests.servers import (
-    DEMO_PASSWORD,
     AsgiServer,
+    demo_tokens,
     manage,
     receive_nothing,
     recv_json,
@@ -85,12 +85,7 @@ def server(server_env: dict[str, str]) -> Iterator[Server]:
     asgi = AsgiServer(env, "asgi-abuse", extra_args=["--ws-max-size", str(ASGI_MAX_SIZE)])
     try:
         asgi.start()
-        with httpx.Client(base_url=asgi.http_url, timeout=10) as http:
-            tokens = {}
-            for name in ("alice", "bob"):
-                response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
-                assert response.status_code == 200, response.text
-                tokens[name] = str(response.json()["token"])
+        tokens = demo_tokens(asgi)
         yield Server(asgi, env, tokens)
     finally:
         asgi.stop()

@@ -283,13 +283,13 @@ from api.models import Project, Task, User
 from notifications.relay import Relay
 
 SLOW = 0.0
-_publish_transaction = Relay.publish_transaction
+_publish_rows = Relay.publish_rows
 
-def publish_transaction(self, using, token):
+def publish_rows(self, using, rows):
     time.sleep(SLOW)
-    return _publish_transaction(self, using, token)
+    return _publish_rows(self, using, rows)
 
-Relay.publish_transaction = publish_transaction
+Relay.publish_rows = publish_rows
 """
 
 

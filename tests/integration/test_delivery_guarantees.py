@@ -21,7 +21,6 @@ from tests.integration.clients import (
     Replica,
     client,
     create_task,
-    demo_tokens,
     frames_until_closed,
     get,
     get_list,
@@ -36,7 +35,7 @@ from tests.integration.clients import (
     website,
 )
 from tests.integration.conftest import Deployment
-from tests.servers import OUTPUT, AsgiServer, RedisServer, Shell, receive_nothing, recv_json, send_json
+from tests.servers import OUTPUT, AsgiServer, RedisServer, Shell, demo_tokens, receive_nothing, recv_json, send_json
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
-from tests.servers import DEMO_PASSWORD, AsgiServer, manage, receive_nothing, recv_json, send_json
+from tests.servers import DEMO_PASSWORD, AsgiServer, demo_tokens, manage, receive_nothing, recv_json, send_json
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +57,6 @@ class Server:
     def origin(self) -> str:
         """The origin of a page served by this server, as a browser sends it."""
         return f"http://127.0.0.1:{self.asgi.port}"
-
-
-def demo_tokens(asgi: AsgiServer) -> dict[str, str]:
-    with httpx.Client(base_url=asgi.http_url, timeout=10) as http:
-        tokens = {}
-        for name in ("alice", "bob"):
-            response = http.post("/api/auth/token/", json={"username": name, "password": DEMO_PASSWORD})
-            assert response.status_code == 200, response.text
-            tokens[name] = str(response.json()["token"])
-        return tokens
 
 
 @pytest.fixture(scope="module")

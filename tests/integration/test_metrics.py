@@ -34,7 +34,6 @@ from tests.integration.clients import (
     Replica,
     client,
     create_task,
-    demo_tokens,
     frames_until_closed,
     get,
     patch_task,
@@ -45,7 +44,7 @@ from tests.integration.clients import (
     website,
 )
 from tests.integration.conftest import OUTAGE_TRACEBACKS
-from tests.servers import AsgiServer, RedisServer
+from tests.servers import AsgiServer, RedisServer, demo_tokens
 
 pytestmark = pytest.mark.e2e
 

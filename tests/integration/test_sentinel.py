@@ -22,7 +22,6 @@ from tests.integration.clients import (
     Replica,
     client,
     create_task,
-    demo_tokens,
     frames_until_closed,
     get,
     patch_task,
@@ -32,7 +31,15 @@ from tests.integration.clients import (
     website,
 )
 from tests.integration.conftest import OUTAGE_TRACEBACKS
-from tests.servers import AsgiServer, RedisServer, SentinelServer, Shell, receive_nothing, wait_for_failover
+from tests.servers import (
+    AsgiServer,
+    RedisServer,
+    SentinelServer,
+    Shell,
+    demo_tokens,
+    receive_nothing,
+    wait_for_failover,
+)
 
 pytestmark = pytest.mark.e2e
 

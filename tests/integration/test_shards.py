@@ -23,7 +23,6 @@ from tests.integration.clients import (
     client,
     create_project,
     create_task,
-    demo_tokens,
     error_reply,
     frames_until_closed,
     get,
@@ -39,7 +38,7 @@ from tests.integration.clients import (
     wait_for_empty_outbox,
 )
 from tests.integration.conftest import OUTAGE_TRACEBACKS
-from tests.servers import AsgiServer, RedisServer, Shell, receive_nothing, recv_json, send_json
+from tests.servers import AsgiServer, RedisServer, Shell, demo_tokens, receive_nothing, recv_json, send_json
 
 pytestmark = pytest.mark.e2e
 

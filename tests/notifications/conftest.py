@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest_asyncio
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import models
+from django.db.backends.utils import CursorWrapper
 
 from notifications.registration import Registration
 from notifications.registry import site
@@ -76,7 +78,26 @@ async def connect() -> AsyncIterator[Connect]:
     await layer.flush()
 
 
+class Statements(list[tuple[str, str]]):
+    """Every SQL statement any thread ran (each thread has its own connection), with the thread's name."""
+
+    def outside_relay(self) -> list[str]:
+        """The statements of every thread but the relay's, whose sweeps come and go on their own."""
+        return [sql for thread, sql in self if thread != "drf-live-relay"]
+
+    def of_relay(self) -> list[str]:
+        return [sql for thread, sql in self if thread == "drf-live-relay"]
+
+
 @pytest.fixture
-def fast_passwords(settings: Any) -> None:
-    """Hash the fixtures' passwords cheaply: these tests are not about passwords."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
+    """Records every SQL statement from now on; ``clear()`` it where the measured part starts."""
+    executed = Statements()
+    original = CursorWrapper._execute_with_wrappers
+
+    def recording(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        executed.append((threading.current_thread().name, sql))
+        return original(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(CursorWrapper, "_execute_with_wrappers", recording)
+    return executed

@@ -22,7 +22,7 @@ from notifications.exceptions import RequestError
 from notifications.testing import published
 from tests.pages import results
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 NOT_FOUND = {"code": "not_found", "detail": "No such object."}
 

@@ -17,12 +17,6 @@ from notifications.auth import client_address, origin_allowed, token_from_header
 ALLOWED = {"ALLOWED_HOSTS": ["app.test", ".corp.test"], "CSRF_TRUSTED_ORIGINS": []}
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """The fixtures' users get passwords; hashing them properly is the slowest part of a test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # token_from_header ----------------------------------------------------------------------
 
 

@@ -25,12 +25,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 NOT_FOUND = {"code": "not_found", "detail": "No such object."}
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    """The fixtures' users get passwords; hashing them properly is the slowest part of a test."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # Helpers ----------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from notifications.plan import plan
 from notifications.relay import relay
 from notifications.targets import Target
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 TIMEOUT = 5
@@ -55,7 +55,7 @@ def recorded() -> list[tuple[str, str, str, dict[str, Any]]]:
 
 def planned() -> list[Any]:
     [token] = set(OutboxEntry.objects.values_list("txn", flat=True))
-    units = plan(outbox.claim_transaction(DB, token, "test", 60.0), DB)
+    units = plan(outbox.claim_transactions(DB, [token], "test", 60.0), DB)
     # Not the unfiltered collection's (filter ``()``, where a registration has one): these
     # tests are about objects and filtered collections.
     return [unit for unit in units if unit.target.filter != ()]

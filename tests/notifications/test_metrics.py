@@ -362,7 +362,7 @@ class Unreachable:
 
 def committed_rows() -> list[OutboxEntry]:
     [token] = set(OutboxEntry.objects.values_list("txn", flat=True))
-    return outbox.claim_transaction(DB, token, relay.owner, 60.0)
+    return outbox.claim_transactions(DB, [token], relay.owner, 60.0)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from notifications.registry import site
 from notifications.relay import control_messages, relay
 from notifications.targets import Target, user_group
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 
@@ -70,7 +70,7 @@ def transactions() -> list[str]:
 def planned() -> list[Unit]:
     """The events the relay makes of the one committed transaction in the outbox."""
     [token] = transactions()
-    units = plan(outbox.claim_transaction(DB, token, "test", 60.0), DB)
+    units = plan(outbox.claim_transactions(DB, [token], "test", 60.0), DB)
     # Not the unfiltered collection's (filter ``()``, where a registration has one): these
     # tests are about objects and filtered collections.
     return [unit for unit in units if unit.target.filter != ()]

@@ -62,16 +62,16 @@ def test_the_outbox_is_the_drf_live_table() -> None:
     assert outbox.databases() == [DB]
 
 
-# claim_transaction: the writer's own rows, right after its commit ---------------------
+# claim_transactions: the writer's own rows, right after its commit ---------------------
 
 
-def test_claim_transaction_takes_the_unclaimed_rows_of_that_transaction_only() -> None:
+def test_claim_transactions_takes_the_unclaimed_rows_of_that_transaction_only() -> None:
     first, second = row("t1"), row("t1")
     other = row("t2")
     taken_by_someone = row("t1", lease_until=time.time() + LEASE, owner="sweeper")
     before = time.time()
 
-    claimed = outbox.claim_transaction(DB, "t1", "me", LEASE)
+    claimed = outbox.claim_transactions(DB, ["t1"], "me", LEASE)
 
     assert ids(claimed) == [first.id, second.id]
     assert all(entry.owner == "me" for entry in claimed)
@@ -82,18 +82,18 @@ def test_claim_transaction_takes_the_unclaimed_rows_of_that_transaction_only() -
     assert taken_by_someone.owner == "sweeper"
 
 
-def test_claim_transaction_twice_takes_nothing_the_second_time() -> None:
+def test_claim_transactions_twice_takes_nothing_the_second_time() -> None:
     row("t1")
-    outbox.claim_transaction(DB, "t1", "me", LEASE)
+    outbox.claim_transactions(DB, ["t1"], "me", LEASE)
 
-    assert outbox.claim_transaction(DB, "t1", "me", LEASE) == []
-    assert outbox.claim_transaction(DB, "t1", "another", LEASE) == []
+    assert outbox.claim_transactions(DB, ["t1"], "me", LEASE) == []
+    assert outbox.claim_transactions(DB, ["t1"], "another", LEASE) == []
 
 
-def test_claim_transaction_of_an_unknown_token_takes_nothing() -> None:
+def test_claim_transactions_of_an_unknown_token_takes_nothing() -> None:
     row("t1")
 
-    assert outbox.claim_transaction(DB, "nope", "me", LEASE) == []
+    assert outbox.claim_transactions(DB, ["nope"], "me", LEASE) == []
 
 
 # claim_stale: what the sweep takes ----------------------------------------------------
@@ -147,7 +147,7 @@ def test_claim_stale_takes_a_long_transaction_whole() -> None:
     claimed = outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
 
     assert ids(claimed) == ids(written)
-    assert outbox.claim_transaction(DB, "long", "writer", LEASE) == []
+    assert outbox.claim_transactions(DB, ["long"], "writer", LEASE) == []
 
 
 def test_claim_stale_returns_the_rows_in_the_order_they_were_written() -> None:
@@ -175,14 +175,14 @@ def test_rows_claimed_by_a_sweep_are_not_taken_by_another() -> None:
     outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
 
     assert outbox.claim_stale(DB, "other", LEASE, grace=5.0, limit=100) == []
-    assert outbox.claim_transaction(DB, "t1", "writer", LEASE) == []
+    assert outbox.claim_transactions(DB, ["t1"], "writer", LEASE) == []
 
 
 # retry_later, delete, backlog ---------------------------------------------------------
 
 
 def test_retry_later_gives_the_rows_back_after_the_delay() -> None:
-    [entry] = outbox.claim_transaction(DB, row("t1").txn, "me", LEASE)
+    [entry] = outbox.claim_transactions(DB, [row("t1").txn], "me", LEASE)
     before = time.time()
 
     outbox.retry_later(DB, [entry.id], delay=30.0)
@@ -192,10 +192,24 @@ def test_retry_later_gives_the_rows_back_after_the_delay() -> None:
     assert before + 30.0 <= entry.lease_until <= time.time() + 30.0
     # Nobody takes them before the delay, not even the writer's own relay...
     assert outbox.claim_stale(DB, "sweeper", LEASE, grace=0.0, limit=100) == []
-    assert outbox.claim_transaction(DB, "t1", "me", LEASE) == []
+    assert outbox.claim_transactions(DB, ["t1"], "me", LEASE) == []
     # ...and any sweeper after it.
     outbox.retry_later(DB, [entry.id], delay=0.0)
     assert ids(outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)) == [entry.id]
+
+
+def test_retry_later_keeps_what_was_published_on_a_row_that_outlived_the_trim() -> None:
+    row("t1"), row("t1"), row("t2")
+    first, second = outbox.claim_transactions(DB, ["t1"], "me", LEASE)
+    kept = outbox.claim_transactions(DB, ["t2"], "me", LEASE)
+
+    outbox.delete(DB, [first.id])  # trimmed by OUTBOX_LIMIT between the claim and the retry
+    outbox.retry_later(DB, [first.id, second.id], delay=0.0, published=["shard-0"])
+    outbox.retry_later(DB, ids(kept), delay=0.0, published=["shard-1", "shard-0"])
+
+    assert remaining() == [second.id, *ids(kept)]
+    assert outbox.published(OutboxEntry.objects.filter(txn="t2")) == {"shard-0", "shard-1"}
+    assert outbox.published(OutboxEntry.objects.filter(txn="t1")) == {"shard-0"}
 
 
 def test_delete_forgets_only_the_rows_named() -> None:

@@ -307,3 +307,40 @@ def test_check_flags_a_touch_of_a_model_that_is_not_registered(replace_registrat
 
     assert message.id == "drf_live.E007"
     assert "'project'" in message.msg and "api.Project" in message.msg
+
+
+def test_check_flags_event_types_for_a_kind_of_change_that_does_not_exist(replace_registration: Any) -> None:
+    replace_registration(Task, type(site.get(Task)), event_types={"updated": "TASK_CHANGED", "delete": "TASK_GONE"})
+
+    [message] = [message for message in check_registrations() if message.obj is Task]
+
+    assert message.id == "drf_live.E008"
+    assert message.level == checks.ERROR
+    assert "'updated'" in message.msg
+    assert message.hint.startswith("Did you mean 'update'?")
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("filter_field", "filter_fields"), ("acces_fields", "access_fields"), ("subscribeable_by", "subscribable_by")],
+)
+def test_check_warns_about_an_option_or_hook_one_letter_away_from_drf_lives(
+    replace_registration: Any, name: str, meant: str
+) -> None:
+    replace_registration(Task, type(site.get(Task)), **{name: ["project"]})
+
+    [message] = [message for message in check_registrations() if message.obj is Task]
+
+    assert message.id == "drf_live.W009"
+    assert message.level == checks.WARNING
+    assert f"'{name}'" in message.msg and "never reads" in message.msg
+    assert message.hint.startswith(f"Did you mean '{meant}'?")
+
+
+def test_check_leaves_a_registrations_own_helpers_alone(replace_registration: Any) -> None:
+    def project_members(self: Any, task: Task) -> list[Any]:
+        return []
+
+    replace_registration(Task, type(site.get(Task)), project_members=project_members, label_prefix="t")
+
+    assert error_ids(Task) == set()

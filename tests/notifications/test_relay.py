@@ -34,7 +34,7 @@ from notifications.relay import control_messages, relay
 from notifications.streams import MemoryStreamStore, Position, StoreBusy, control_channel, get_store
 from notifications.targets import Target, user_group
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 DB = "default"
 
@@ -114,7 +114,7 @@ def position(target: Target, user: Any) -> Position:
 def committed_rows() -> list[OutboxEntry]:
     """The rows of the one transaction in the outbox, claimed as the writer's relay claims them."""
     [token] = set(OutboxEntry.objects.values_list("txn", flat=True))
-    return outbox.claim_transaction(DB, token, relay.owner, 60.0)
+    return outbox.claim_transactions(DB, [token], relay.owner, 60.0)
 
 
 def frame(message: dict[str, Any], variant: str, audience: str) -> dict[str, Any]:
@@ -898,6 +898,6 @@ def test_nothing_newer_than_a_loss_is_published_before_every_epoch_rotates(
     task.save()
     [(using, token)] = set(kicks)
 
-    relay.publish_transaction(using, token)
+    relay.publish_rows(using, outbox.claim_transactions(using, [token], relay.owner, 60.0))
 
     assert [event for event in bus.events(task_target(task).stream) if event["epoch"] == start.epoch] == []

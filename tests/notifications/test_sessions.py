@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from notifications import sessions
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 HOST = (b"host", b"testserver")
 ORIGIN = (b"origin", b"http://testserver")

@@ -10,6 +10,8 @@ password. ``test_shards.py`` shows what sharding adds.
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,16 +43,6 @@ USER, OTHER_USER = "1", "2"
 
 
 # Fixtures and helpers -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the module (missing: a failure in CI, a skip elsewhere)."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -812,6 +804,26 @@ async def test_a_redis_listener_without_the_password_redis_wants_raises_on_add(
         store.close()
 
 
+@pytest.mark.asyncio
+async def test_a_store_on_a_unix_socket_commits_and_listens_through_it(stream: str) -> None:
+    socket_dir = tempfile.mkdtemp(prefix="drf-live-sock-")
+    path = os.path.join(socket_dir, "redis.sock")
+    server = RedisServer(extra_args=["--unixsocket", path, "--unixsocketperm", "700"]).start()
+    store = RedisStreamStore(f"unix://{path}?db=0")
+    try:
+        start = await store.register(stream, USER)
+        async with listening(store, stream) as (listener, inbox):
+            commit_events(store, stream, 1)
+
+            assert await inbox.next() == (stream, entry_message(stream, 1, start.epoch))
+            await nothing_more(store, listener, inbox)
+        # The events went to this server, through the socket.
+        assert redis.Redis(unix_socket_path=path).exists(*redis.Redis(unix_socket_path=path).keys(f"*{stream}*"))
+    finally:
+        store.close()
+        server.close()
+
+
 # Choosing the store ----------------------------------------------------------------
 
 
@@ -965,6 +977,33 @@ def test_store_url_follows_a_channels_redis_layer_on_sentinel(backend: str) -> N
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {}}})
 def test_store_url_of_a_channels_redis_layer_without_hosts_is_its_default() -> None:
     assert store_shards() == [url_shard("redis://localhost:6379")]
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"host": "layer.example", "port": 6392, "db": 4, "max_connections": 1000}]},
+        }
+    }
+)
+def test_store_url_follows_a_channels_redis_layer_with_a_host_and_port_dict() -> None:
+    assert store_shards() == [url_shard("redis://layer.example:6392/4")]
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"master_name": "mymaster", "sentinels": [("sentinel.example", 26379)]}]},
+        }
+    }
+)
+def test_store_url_of_a_sentinel_layer_is_that_sentinel_service() -> None:
+    # Not the string "None" handed to redis-py: the store follows the same Sentinel service.
+    (shard,) = store_shards() or []
+    assert shard.master_name == "mymaster"
+    assert shard.sentinels == (("sentinel.example", 26379),)
 
 
 @override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}})

@@ -11,7 +11,7 @@ from notifications.registry import site
 from notifications.subscriptions import SubscriptionSerializer, TargetSerializer, error_code
 from notifications.targets import Target
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.django_db]
 
 
 def subscribe(user: Any, **data: Any) -> SubscriptionSerializer:

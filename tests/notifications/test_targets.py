@@ -212,7 +212,6 @@ def test_user_key_of_an_anonymous_socket_is_anonymous(user: Any) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.usefixtures("fast_passwords")
 def test_no_user_of_the_example_domain_has_the_anonymous_key(make_user: Any) -> None:
     # A hashid never contains "-": an anonymous socket never counts as a user.
     users = [make_user(f"user{n}") for n in range(20)]

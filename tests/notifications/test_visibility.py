@@ -20,7 +20,7 @@ from api.views import TaskViewSet
 from notifications.testing import published
 from tests.pages import results
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 async def subscribe(socket: Any, request_id: Any = 1, **frame: Any) -> dict[str, Any]:

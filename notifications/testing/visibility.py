@@ -1,42 +1,15 @@
-"""Helpers for testing your own pushes: wait for the relay, and check a visibility declaration.
-
-Import them in your tests::
-
-    from notifications.testing import check_subscribable_by, published
-
-    def test_task_visibility_declaration(db):
-        ...  # create users and tasks
-        check_subscribable_by(Task)   # raises AssertionError listing every disagreement
-
-    async def test_push(...):
-        await save(task)
-        await published()             # the relay has decided and sent every committed change
-"""
+"""The visibility-declaration checker: a registration's ``subscribable_by()`` against its viewset."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import models
 
-from .registration import Registration
-from .registry import Registry, site
-
-
-def flush(timeout: float = 10.0) -> None:
-    """Wait until the relay has published every transaction committed so far (from sync code)."""
-    from .relay import relay
-
-    if not relay.flush(timeout):
-        raise AssertionError(f"The drf-live relay did not finish within {timeout} s.")
-
-
-async def published(timeout: float = 10.0) -> None:
-    """Wait until the relay has published every transaction committed so far (from async code)."""
-    await asyncio.to_thread(flush, timeout)
+from ..registration import Registration
+from ..registry import Registry, site
 
 
 def check_subscribable_by(

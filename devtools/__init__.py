@@ -1,0 +1,1 @@
+"""Tools for working on this repository (its tests and benchmarks); not part of the drf-live package."""
