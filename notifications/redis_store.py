@@ -48,6 +48,8 @@ return {1, redis.call('HGET', KEYS[2], 'ver') or '0', users}
 """
 
 # The next seq, kept in the history and published, unless someone subscribed since the claim.
+# A retry (ARGV[9]) first looks for its event id (ARGV[8]) in the history: an earlier attempt
+# whose reply was lost (a timeout, a failover, a process killed) may have committed it already.
 _COMMIT = """
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then return {-1} end
 redis.call('DEL', KEYS[4])
@@ -56,10 +58,16 @@ local epoch = redis.call('GET', KEYS[1])
 if not epoch then epoch = ARGV[4]; redis.call('SET', KEYS[1], epoch) end
 redis.call('HSETNX', KEYS[2], 'gen', ARGV[4])
 local name = epoch .. '.' .. redis.call('HGET', KEYS[2], 'gen')
+if ARGV[9] == '1' then
+  for _, item in ipairs(redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', ARGV[6])) do
+    local fields = item[2]
+    if fields[4] == ARGV[8] then return {tonumber(string.match(fields[2], '^{"seq":(%d+)')), name, 1} end
+  end
+end
 local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 local message = '{"seq":' .. seq .. ',"epoch":"' .. name .. '",' .. ARGV[3]
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'm', message)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'm', message, 'e', ARGV[8])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
 redis.call('PUBLISH', ARGV[7], message)
 return {seq, name}
@@ -177,7 +185,7 @@ class RedisStreamStore:
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def commit(self, claim: Claim, entry: Entry) -> int | None:
+    def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)
         body = orjson.dumps(entry).decode()[1:]  # the entry's fields, after the seq and epoch
         length = int(live_settings.HISTORY_LENGTH)
@@ -185,7 +193,7 @@ class RedisStreamStore:
             self.shard(claim.stream),
             "commit",
             [epoch_key(), seq_key, history_key, hold_key],
-            [claim.token, claim.version, body, new_epoch(), history_ttl(), length, claim.stream],
+            [claim.token, claim.version, body, new_epoch(), history_ttl(), length, claim.stream, event, int(retry)],
         )
         seq = int(reply[0])
         return seq if seq > 0 else None

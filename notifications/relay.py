@@ -17,6 +17,7 @@ the event: seq, history and publication in one step.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import secrets
@@ -223,6 +224,8 @@ class Relay:
             return
         ids = [row.id for row in rows]
         done = outbox.published(rows)
+        # Claimed before: an earlier attempt may have committed events whose replies it never read.
+        retry = max(row.attempts for row in rows) > 1
         try:
             # Rows dropped at OUTBOX_LIMIT are announced (every epoch rotates) before anything newer.
             self._settle_losses(using)
@@ -234,7 +237,7 @@ class Relay:
                     continue  # published by an earlier attempt
                 unit.created = created
                 try:
-                    self.publish_unit(unit, using)
+                    self.publish_unit(unit, using, event_id(rows[0].txn, key), retry)
                 except Exception as exc:
                     if not _is_transient(exc):
                         raise
@@ -277,8 +280,12 @@ class Relay:
         except Exception:  # noqa: BLE001 - not even planning works: rotate everything
             get_store().rotate_all()
 
-    def publish_unit(self, unit: Unit, using: str) -> None:
-        """Decide and commit one event: claim the stream, read for its subscribers, commit (again if they changed)."""
+    def publish_unit(self, unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
+        """Decide and commit one event: claim the stream, read for its subscribers, commit (again if they changed).
+
+        ``event`` names the event across attempts; a ``retry`` (the rows were
+        claimed before) does not commit it again if an earlier attempt did.
+        """
         store = get_store()
         stream = unit.target.stream
         for _attempt in range(20):
@@ -308,7 +315,7 @@ class Relay:
             entry = decision.entry
             if unit.created is not None:
                 entry["created"] = unit.created
-            if store.commit(claim, entry) is not None:
+            if store.commit(claim, entry, event, retry) is not None:
                 self.stats.published += 1
                 metrics.recorder.published(unit.target.model, unit.kind, unit.created)
                 return
@@ -351,6 +358,11 @@ CONTROL = "control"
 def unit_key(unit: Unit) -> str:
     """How a transaction's progress names one of its events (``outbox.retry_later``)."""
     return f"{unit.target.stream} {unit.kind} {unit.object_id} {unit.event_type}".rstrip()
+
+
+def event_id(txn: str, key: str) -> str:
+    """A name for one event of a transaction, the same at every attempt (kept with it in the history)."""
+    return hashlib.blake2b(f"{txn} {key}".encode(), digest_size=9).hexdigest()
 
 
 def control_messages(rows: Iterable[OutboxEntry]) -> list[dict[str, Any]]:

@@ -93,11 +93,14 @@ class StreamStore(Protocol):
     def claim(self, stream: str) -> Claim | None:
         """Hold ``stream`` and return who is subscribed; None (and no hold) when nobody is."""
 
-    def commit(self, claim: Claim, entry: Entry) -> int | None:
+    def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         """Take the next seq, keep and publish ``entry`` as that event, release the hold.
 
         None when someone subscribed since the claim (the hold is released):
         claim again and decide anew, so that no subscriber misses the event.
+        ``event`` names the event for good; on a ``retry`` (an earlier attempt
+        may have committed it before its reply was lost), an event the history
+        holds already is not committed twice: its seq is returned.
         """
 
     def release(self, claim: Claim, message: dict[str, Any] | None = None) -> None:
@@ -220,7 +223,8 @@ class MemoryStreamStore:
                 if not self._lock.wait(max(deadline - time.monotonic(), 0)):
                     raise StoreBusy(stream)
 
-    def commit(self, claim: Claim, entry: Entry) -> int | None:
+    def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
+        # One process holds both the relay and this store: no attempt can commit and lose its reply.
         with self._lock:
             stream = self._get(claim.stream)
             if stream.held_by != claim.token:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.test import APIClient
 
 import notifications
@@ -29,10 +30,12 @@ from notifications import changes, outbox, streams
 from notifications.frames import event_text
 from notifications.models import OutboxEntry
 from notifications.plan import Unit, plan
+from notifications.redis_store import RedisStreamStore
 from notifications.registry import site
 from notifications.relay import control_messages, relay
 from notifications.streams import MemoryStreamStore, Position, StoreBusy, control_channel, get_store
 from notifications.targets import Target, user_group
+from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -499,6 +502,53 @@ def test_control_messages_are_published_after_the_events(kicks: Any, domain: dic
 # Failures ---------------------------------------------------------------------------
 
 
+def test_an_event_whose_commit_reply_was_lost_is_not_published_twice(
+    kicks: Any, domain: dict[str, Any], monkeypatch: pytest.MonkeyPatch, settings: Any, redis_server: RedisServer
+) -> None:
+    # Redis ran the commit, then the connection broke before its reply came back (a timeout, a
+    # failover): the rows go back to the outbox, and whoever claims them next must not commit the
+    # event again under a new seq.
+    settings.DRF_LIVE = {"STORE_URL": redis_server.url, "OUTBOX_RETRY_DELAY": 0.0}
+    streams.reset_store()
+    task, bob = domain["task"], domain["bob"]
+    target = task_target(task)
+    start = subscribe(target, bob)
+    task.title = "Committed once"
+    task.save()
+    rows = committed_rows()
+    original = RedisStreamStore.commit
+    lost: list[int | None] = []
+
+    def commit_then_lose_the_reply(self: RedisStreamStore, *args: Any, **kwargs: Any) -> int | None:
+        lost.append(original(self, *args, **kwargs))
+        raise RedisTimeoutError("Timeout reading from socket")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RedisStreamStore, "commit", commit_then_lose_the_reply)
+        relay.publish_rows(DB, rows)
+    assert lost == [start.seq + 1]
+    [row] = OutboxEntry.objects.all()
+    assert row.owner == ""
+
+    # Another process sweeps the rows up (the same happens when the first one was killed
+    # between its commit and the outbox's delete).
+    rows = outbox.claim_stale(DB, "another process", 60.0, grace=0.0, limit=100)
+    assert [entry.id for entry in rows] == [row.id]
+    relay.publish_rows(DB, rows)
+
+    assert not OutboxEntry.objects.exists()
+    replay = asyncio.run(get_store().replay(target.stream, start.seq, start.epoch))
+    assert replay.position == Position(start.seq + 1, start.epoch)
+    [event] = replay.messages or []
+    assert frame(event, "update", "all")["payload"]["title"] == "Committed once"
+    # The next event follows it directly.
+    task.title = "And then this"
+    task.save()
+    relay.publish_rows(DB, committed_rows())
+    replay = asyncio.run(get_store().replay(target.stream, start.seq, start.epoch))
+    assert [message["seq"] for message in replay.messages or []] == [start.seq + 1, start.seq + 2]
+
+
 def test_a_transient_failure_leaves_the_rows_for_a_retry(
     kicks: Any, domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
@@ -670,10 +720,10 @@ def test_a_busy_relay_leases_what_it_was_handed_so_a_sweep_cannot_reorder_it(
     original = relay.publish_unit
     started = threading.Event()
 
-    def slow(unit: Unit, using: str) -> None:
+    def slow(unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
         started.set()
         time.sleep(0.2)  # a relay that falls seconds behind its writer
-        original(unit, using)
+        original(unit, using, event, retry)
 
     monkeypatch.setattr(relay, "publish_unit", slow)
 

@@ -136,6 +136,11 @@ class Inbox:
         except TimeoutError:
             pytest.fail(f"No message arrived within {timeout} s", pytrace=False)
 
+    async def nothing(self, wait: float = 0.3) -> None:
+        """Nothing more arrives within ``wait`` seconds."""
+        await asyncio.sleep(wait)
+        assert self.queue.empty(), f"Unexpected message: {self.queue.get_nowait()}"
+
 
 @asynccontextmanager
 async def listening(store: StreamStore, *channels: str) -> AsyncIterator[tuple[Listener, Inbox]]:
@@ -600,6 +605,42 @@ async def test_two_processes_share_seq_epoch_history_and_registrations(redis_ser
     finally:
         one.close()
         two.close()
+
+
+@pytest.mark.asyncio
+async def test_a_retried_commit_of_an_event_the_history_holds_is_not_committed_twice(
+    redis_server: RedisServer, stream: str
+) -> None:
+    store = RedisStreamStore(redis_server.url)
+    try:
+        start = await store.register(stream, USER)
+        async with listening(store, stream) as (_listener, inbox):
+            first = store.claim(stream)
+            assert first is not None
+            assert store.commit(first, entry(stream, 0), "event-a") == start.seq + 1
+            assert await inbox.next() == (stream, entry_message(stream, 1, start.epoch))
+            commit_events(store, stream, 1)  # another event in between
+            assert (await inbox.next())[1]["seq"] == 2
+
+            # The first attempt's reply was lost: the retry finds event-a in the history.
+            again = store.claim(stream)
+            assert again is not None
+            assert store.commit(again, entry(stream, 0), "event-a", retry=True) == 1
+            # A retry of an event that never made it commits it.
+            other = store.claim(stream)
+            assert other is not None
+            assert store.commit(other, entry(stream, 5), "event-b", retry=True) == 3
+            assert (await inbox.next())[1]["seq"] == 3
+            await inbox.nothing()
+        replay = await store.replay(stream, 0, start.epoch)
+        assert [message["seq"] for message in replay.messages or []] == [1, 2, 3]
+        assert (await store.register(stream, USER)).seq == 3
+        # Without ``retry`` nothing is looked up: an event id says nothing on a first attempt.
+        last = store.claim(stream)
+        assert last is not None
+        assert store.commit(last, entry(stream, 0), "event-a") == 4
+    finally:
+        store.close()
 
 
 @pytest.mark.asyncio
