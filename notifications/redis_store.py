@@ -73,6 +73,13 @@ redis.call('PUBLISH', ARGV[7], message)
 return {seq, name}
 """
 
+# How many users are subscribed to each stream (registrations that did not run out), reading only.
+_SUBSCRIBED = """
+local counts = {}
+for i, key in ipairs(KEYS) do counts[i] = redis.call('ZCOUNT', key, ARGV[1], '+inf') end
+return counts
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
@@ -115,7 +122,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-_SCRIPTS = {"claim": _CLAIM, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
+_SCRIPTS = {"claim": _CLAIM, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE, "subscribed": _SUBSCRIBED}
 _ASYNC_SCRIPTS = {"register": _REGISTER, "admit": _ADMIT}
 
 
@@ -184,6 +191,22 @@ class RedisStreamStore:
                 raise StoreBusy(stream)
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def subscribed(self, streams: Iterable[str]) -> set[str]:
+        by_shard: dict[int, list[str]] = {}
+        for stream in streams:
+            by_shard.setdefault(shard_index(stream, len(self.shards)), []).append(stream)
+        found: set[str] = set()
+        now = time.time()
+        for index, names in by_shard.items():
+            subs = [keys(stream)[2] for stream in names]
+            try:
+                counts = self._script(self.shards[index], "subscribed", subs, [now])
+            except (RedisConnectionError, RedisTimeoutError):  # ShardDown too
+                found.update(names)  # not known: their claims will say the shard is down
+                continue
+            found.update(stream for stream, count in zip(names, counts, strict=True) if int(count) > 0)
+        return found
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)

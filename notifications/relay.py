@@ -231,10 +231,16 @@ class Relay:
             self._settle_losses(using)
             created = max(row.created for row in rows)
             waiting: Exception | None = None
-            for unit in plan(rows, using):
+            units = [unit for unit in plan(rows, using) if unit_key(unit) not in done]  # not published before
+            streams = {unit.target.stream for unit in units}
+            # One question per shard instead of a claim per stream: most of the targets a
+            # write concerns (its object, each collection it is in) have nobody subscribed.
+            live = get_store().subscribed(streams) if len(streams) > 1 else streams
+            for unit in units:
                 key = unit_key(unit)
-                if key in done:
-                    continue  # published by an earlier attempt
+                if unit.target.stream not in live:
+                    done.add(key)  # nobody to tell, nothing anyone could recover (as a claim finds)
+                    continue
                 unit.created = created
                 try:
                     self.publish_unit(unit, using, event_id(rows[0].txn, key), retry)

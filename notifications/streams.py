@@ -93,6 +93,13 @@ class StreamStore(Protocol):
     def claim(self, stream: str) -> Claim | None:
         """Hold ``stream`` and return who is subscribed; None (and no hold) when nobody is."""
 
+    def subscribed(self, streams: Iterable[str]) -> set[str]:
+        """The streams among ``streams`` someone is subscribed to: one round trip per shard, holding nothing.
+
+        A stream nobody is subscribed to would be claimed for nothing (``claim``
+        answers None); one whose shard cannot be asked is counted in.
+        """
+
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         """Take the next seq, keep and publish ``entry`` as that event, release the hold.
 
@@ -222,6 +229,16 @@ class MemoryStreamStore:
                     return Claim(stream, users, str(entry.version), token)
                 if not self._lock.wait(max(deadline - time.monotonic(), 0)):
                     raise StoreBusy(stream)
+
+    def subscribed(self, streams: Iterable[str]) -> set[str]:
+        now = time.monotonic()
+        with self._lock:
+            return {
+                stream
+                for stream in streams
+                if (entry := self._streams.get(stream)) is not None
+                and any(until >= now for until in entry.users.values())
+            }
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         # One process holds both the relay and this store: no attempt can commit and lose its reply.

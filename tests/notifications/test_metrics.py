@@ -32,6 +32,7 @@ from notifications.relay import relay
 from notifications.streams import get_store
 from notifications.targets import Target
 from notifications.testing import published
+from tests.notifications.fakes import Unreachable
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fast_passwords")]
 
@@ -345,19 +346,6 @@ async def test_events_that_wait_for_a_snapshot_are_counted_when_sent(
 
 
 # The relay's failures ----------------------------------------------------------------------------
-
-
-class Unreachable:
-    """A store whose Redis cannot be reached."""
-
-    def claim(self, stream: str) -> Any:
-        raise ConnectionError("Redis is down")
-
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
-        raise ConnectionError("Redis is down")
-
-    def rotate_all(self) -> None:
-        raise ConnectionError("Redis is down")
 
 
 def committed_rows() -> list[OutboxEntry]:

@@ -20,6 +20,7 @@ from notifications.plan import Unit, plan
 from notifications.registry import site
 from notifications.relay import control_messages, relay
 from notifications.targets import Target, user_group
+from tests.notifications.fakes import Unreachable
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -765,16 +766,6 @@ def test_capture_on_commit_callbacks_hands_the_transaction_to_the_relay(
 
 
 # Failures -------------------------------------------------------------------------
-
-
-class Unreachable:
-    """A store whose Redis cannot be reached."""
-
-    def claim(self, stream: str) -> Any:
-        raise ConnectionError("Redis is down")
-
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
-        raise ConnectionError("Redis is down")
 
 
 def test_an_unreachable_store_does_not_fail_the_save_and_the_row_waits(

@@ -33,8 +33,9 @@ from notifications.plan import Unit, plan
 from notifications.redis_store import RedisStreamStore
 from notifications.registry import site
 from notifications.relay import control_messages, relay
-from notifications.streams import MemoryStreamStore, Position, StoreBusy, control_channel, get_store
+from notifications.streams import MemoryStreamStore, Position, control_channel, get_store
 from notifications.targets import Target, user_group
+from tests.notifications.fakes import Busy, Unreachable
 from tests.servers import RedisServer
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -147,26 +148,6 @@ def project_target(project: Project) -> Target:
 
 def tasks_of(project: Project) -> Target:
     return Target.collection("api.task", {"project": wire(project)})
-
-
-class Unreachable:
-    """A store whose Redis cannot be reached."""
-
-    def claim(self, stream: str) -> Any:
-        raise ConnectionError("Redis is down")
-
-    def publish(self, channel: str, message: dict[str, Any]) -> None:
-        raise ConnectionError("Redis is down")
-
-    def rotate_all(self) -> None:
-        raise ConnectionError("Redis is down")
-
-
-class Busy:
-    """A store in which another process holds every stream for longer than a claim may wait."""
-
-    def claim(self, stream: str) -> Any:
-        raise StoreBusy(stream)
 
 
 # plan: rows -> units (notifications/plan.py, which the relay runs on each transaction) -------
@@ -387,6 +368,43 @@ def test_consecutive_transactions_take_consecutive_seqs(kicks: Any, domain: dict
     # Kept for recovery: a client at start.seq replays both.
     replay = asyncio.run(get_store().replay(task_target(task).stream, start.seq, start.epoch))
     assert [message["seq"] for message in replay.messages or []] == [start.seq + 1, start.seq + 2]
+
+
+def test_only_the_streams_someone_is_subscribed_to_are_claimed(
+    kicks: Any, domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task, bob = domain["task"], domain["bob"]
+    claimed: list[str] = []
+    original = MemoryStreamStore.claim
+
+    def claim(self: MemoryStreamStore, stream: str) -> Any:
+        claimed.append(stream)
+        return original(self, stream)
+
+    monkeypatch.setattr(MemoryStreamStore, "claim", claim)
+
+    def write(title: str) -> list[str]:
+        claimed.clear()
+        task.title = title
+        task.save()
+        rows = committed_rows()
+        assert len({unit.target.stream for unit in plan(rows, DB)}) > 1  # the task and its collections
+        relay.publish_rows(DB, rows)
+        return sorted(claimed)
+
+    # Nobody subscribed: nothing claimed, nothing committed.
+    assert write("Unwatched") == []
+    # One of the write's targets subscribed: only that one is claimed and gets the event.
+    subscribe(task_target(task), bob)
+    assert write("Watched") == [task_target(task).stream]
+    subscribe(tasks_of(task.project), bob)
+    assert write("Watched twice") == sorted([task_target(task).stream, tasks_of(task.project).stream])
+    assert [frame(event, "update", "all")["payload"]["title"] for event in bus.events(task_target(task).stream)] == [
+        "Watched",
+        "Watched twice",
+    ]
+    assert len(bus.events(tasks_of(task.project).stream)) == 1
+    assert not OutboxEntry.objects.exists()
 
 
 def test_an_event_nobody_is_subscribed_to_is_not_committed(kicks: Any, domain: dict[str, Any], bus: Bus) -> None:

@@ -292,6 +292,24 @@ async def test_a_user_whose_registration_ran_out_counts_as_new_when_back(store: 
 
 
 @pytest.mark.asyncio
+async def test_subscribed_names_the_streams_with_a_registration_that_has_not_run_out(store: StreamStore) -> None:
+    # Spread over the shards (``one_channel_per_shard``) and a stream nobody ever registered on.
+    watched, lapsed, never = one_channel_per_shard(store, "drf-live.api.task.o"), new_stream(), new_stream()
+    with override_settings(DRF_LIVE={"RESUME_WINDOW": 0.4}):
+        await store.register(lapsed, USER)
+        await asyncio.sleep(0.45)  # USER's registration on ``lapsed`` ran out
+        for stream in watched:
+            await store.register(stream, OTHER_USER)
+
+        assert store.subscribed([*watched, lapsed, never]) == set(watched)
+        assert store.subscribed([]) == set()
+        # Asking holds nothing: a claim right after does not wait.
+        claim = store.claim(watched[0])
+        assert claim is not None
+        assert claim.users == (OTHER_USER,)
+
+
+@pytest.mark.asyncio
 async def test_a_second_claim_waits_for_the_hold(store: StreamStore, stream: str) -> None:
     await store.register(stream, USER)
     first = store.claim(stream)
