@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import redis_commands, report
 from .scenarios import Bench, Config, Result
 from .servers import LOGS, ROOT, SERVERS
 
@@ -175,6 +175,12 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def write_report(output: Path, text: str) -> None:
+    """Write the report, keeping the section ``python -m bench.redis_commands --output`` put in the old one."""
+    kept = redis_commands.extract_section(output.read_text()) if output.exists() else None
+    output.write_text(redis_commands.insert_section(text, kept) if kept else text)
+
+
 def rewrite(args: argparse.Namespace, config: Config, command: str) -> int:
     """Write the report again from saved results (after the doc generator or bench/decisions.md changed)."""
     saved = json.loads((ROOT / args.from_results).read_text())
@@ -185,7 +191,7 @@ def rewrite(args: argparse.Namespace, config: Config, command: str) -> int:
     output = ROOT / args.output
     plot_name = Path(args.plot).name if args.plot and (ROOT / args.plot).exists() else ""
     database = saved.get("database", "SQLite")
-    output.write_text(report.document(results, config, command, plot_name, database))
+    write_report(output, report.document(results, config, command, plot_name, database))
     print(f"Rewrote {shown(output)} from {args.from_results}")
     return 0
 
@@ -222,7 +228,7 @@ def main(argv: list[str]) -> int:
     plotted = report.plot(results, plot_path) if plot_path else False
     database = bench.database.kind if bench.database else "?"
     text = report.document(results, config, command, plot_path.name if plotted and plot_path else "", database)
-    output.write_text(text)
+    write_report(output, text)
     saved = {"command": command, "database": database, "results": report.raw(results)}
     (LOGS / f"{output.stem}-results.json").write_text(json.dumps(saved, indent=1, default=str))
     log(f"\nWrote {shown(output)}" + (f" and {shown(plot_path)}" if plotted and plot_path else ""))
