@@ -362,7 +362,12 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where.split(':')[0]})"
 
 
-def profile_summary(path: Path, top: int = 15) -> str:
+def profile_summary(
+    path: Path,
+    top: int = 15,
+    buckets_of: list[tuple[str, list[str]]] = PROFILE_BUCKETS,
+    what: str = "samples of the server's main thread while it delivered",
+) -> str:
     """Where the samples of a py-spy ``--format raw`` file go: by activity, and the hottest functions."""
     if not path.exists():
         return ""
@@ -377,7 +382,7 @@ def profile_summary(path: Path, top: int = 15) -> str:
         frames = [_frame_name(frame) for frame in stack.split(";")]
         total += count
         own[frames[-1]] += count
-        for label, needles in PROFILE_BUCKETS:
+        for label, needles in buckets_of:
             if any(needle in frame for frame in frames for needle in needles):
                 buckets[label] += count
                 break
@@ -388,7 +393,7 @@ def profile_summary(path: Path, top: int = 15) -> str:
     by_activity = "\n".join(f"| {100 * n / total:.1f}% | {label} |" for label, n in buckets.most_common())
     hottest = "\n".join(f"| {100 * n / total:.1f}% | `{name}` |" for name, n in own.most_common(top))
     return (
-        f"{total:,} samples of the server's main thread while it delivered.\n\n"
+        f"{total:,} {what}.\n\n"
         f"By activity (a sample counts for the first activity found on its stack):\n\n"
         f"| share | activity |\n|---|---|\n{by_activity}\n\n"
         f"Hottest functions, self time (time in C, such as uvloop's, shows on the Python frame that called it, "

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,13 @@ class Result:
 # Client processes -------------------------------------------------------------
 
 
+def start_piped(procs: list[Process], listen: Callable[[int, Process], None]) -> None:
+    """Start client processes, each with a thread reading its stdout lines into ``listen(index, proc)``."""
+    for index, proc in enumerate(procs):
+        proc.start()
+        threading.Thread(target=listen, args=(index, proc), daemon=True).start()
+
+
 class ClientGroup:
     """``count`` client processes sharing the sockets of one phase round-robin."""
 
@@ -162,9 +170,7 @@ class ClientGroup:
             self.procs.append(processes.add(Process(f"{name}-clients-{index}", argv, env=None, pipes=True)))
 
     def start(self) -> ClientGroup:
-        for index, proc in enumerate(self.procs):
-            proc.start()
-            threading.Thread(target=self._listen, args=(index, proc), daemon=True).start()
+        start_piped(self.procs, self._listen)
         return self
 
     def _listen(self, index: int, proc: Process) -> None:
@@ -271,11 +277,7 @@ class Bench:
     # Shared parts ---------------------------------------------------------------
 
     def setup(self) -> None:
-        raise_open_file_limit()
-        self.redis = Redis(self.processes).start()
-        self.database = Database(self.config.database_url, prefix="drf_live_bench")
-        env = self.env("project.settings")
-        self.django("manage.py", "migrate", "--noinput", env=env)
+        self.setup_stores()
         # Created without drf-live, so that no create event is published.
         objects = max(self.config.b_objects, 1)
         most = max(self.config.a_sockets, self.config.b_sockets, self.config.c_sockets, self.config.d_subscribers)
@@ -283,6 +285,13 @@ class Bench:
         out = self.django("-m", "bench.fixtures", str(objects), str(users), env=self.env("bench.settings_nolive"))
         fixtures = json.loads(out.strip().splitlines()[-1])
         self.tokens, self.tasks = fixtures["tokens"], fixtures["tasks"]
+
+    def setup_stores(self) -> None:
+        """Redis and the migrated database, without the fixtures (scenario E makes its own)."""
+        raise_open_file_limit()
+        self.redis = Redis(self.processes).start()
+        self.database = Database(self.config.database_url, prefix="drf_live_bench")
+        self.django("manage.py", "migrate", "--noinput", env=self.env("project.settings"))
 
     def env(self, settings: str) -> dict[str, str]:
         assert self.redis is not None and self.database is not None
