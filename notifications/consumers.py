@@ -34,6 +34,7 @@ from .targets import Target, session_group, token_group, user_group, user_key
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
+CLOSE_NORMAL = 1000  # what ASGI assumes for a websocket.close without a code
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
@@ -91,7 +92,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = None
         self.hub: Hub = get_hub()
-        self.base_send = send
+        # Frames go out through ``self.out`` only; channels' accept() and close() reach
+        # the ASGI server through ``base_send``, which refuses a frame (``_control_send``).
+        self.base_send = self._control_send
         self.out = Outgoing(
             send,
             limit=int(live_settings.SEND_QUEUE_LIMIT),
@@ -105,11 +108,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            # Idempotent: after a normal disconnect() nothing is left to leave.
-            self.closed = True
-            self.out.stop()
-            await self.leave_groups()
-            self._release()
+            await self.shutdown()  # The connection is gone, however it ended.
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Only the ASGI server's websocket.* messages arrive here. Channels
@@ -140,7 +139,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     def _auth_timed_out(self) -> None:
         if not self.is_authenticated:
-            self.spawn(self.end(CLOSE_NOT_AUTHENTICATED))
+            self.spawn(self.shutdown(CLOSE_NOT_AUTHENTICATED))
 
     @property
     def is_authenticated(self) -> bool:
@@ -149,7 +148,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def login(self, user: Any, credentials: tuple[str, str] | None) -> None:
         if self.counted_user is None:
             if not await self.hub.admit(user_key(user), self):
-                await self.end(CloseCode.TOO_MANY_SOCKETS)
+                await self.shutdown(CloseCode.TOO_MANY_SOCKETS)
                 return
             self.counted_user = user.pk
         self.user = user
@@ -171,33 +170,50 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                     self.hub_lost(key, exc)
                     return
 
-    async def end(self, code: int, *, wait: bool = True) -> None:
-        """Close the socket and stop forwarding: nothing may be sent after ``websocket.close``.
+    async def shutdown(self, code: int | None = None, reason: str | None = None) -> None:
+        """The one way a socket ends, whoever ends it.
 
-        ``wait=False`` closes in the background, for a client that is not
-        reading (the close frame waits behind what it did not read, and the
-        ASGI server drops the connection after its close timeout).
+        With ``code``, the server closes the socket: after the send in progress
+        (if any) has unwound, ``websocket.close`` goes out; nothing is sent after
+        it. Without, the connection is gone (the client closed it, a send failed,
+        the ASGI call ended): nothing is sent, and the socket's background tasks
+        stop.
+
+        Safe to call any number of times, from anywhere: the closed state, the
+        close frame and each metric happen once; leaving the hub and the store
+        and giving back the per-user lease happen whenever something is still
+        held (a subscribe or a login under way may join after the first call,
+        and the ASGI call's end calls again).
         """
-        if self.closed:
-            return
+        first = not self.closed
         self.closed = True
-        self.recorder.closed(code)
-        self.out.stop()
+        if first:
+            self.out.stop()
+            if code is not None:
+                self.recorder.closed(code)
         await self.leave_groups()
-        if wait:
+        if self.counted_user is not None:
+            self.hub.dismiss(self)
+            self.counted_user = None
+        if code is None:
+            current = asyncio.current_task()
+            for task in self.tasks:
+                if task is not current:
+                    task.cancel()
+            self.recorder.socket_closed()
+            self.recorder = metrics.NOOP  # counted once
+        elif first:
+            # A client that is not reading: the close frame waits behind what it did not
+            # read, and the ASGI server drops the connection after its close timeout.
             await self.out.settle()
-            await self.close(code)
-        else:
-            self.spawn(self._close_after_send(code))
+            await super().close(code, reason)
 
-    async def _close_after_send(self, code: int) -> None:
-        await self.out.settle()
-        await self.close(code)
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Channels' way to close from the server end: the socket shuts down (``shutdown``)."""
+        await self.shutdown(CLOSE_NORMAL if code is None or code is True else code, reason)
 
     async def disconnect(self, code: int) -> None:
-        self.closed = True
-        self.out.stop()
-        await self.leave_groups()
+        await self.shutdown()
 
     async def leave_groups(self) -> None:
         if self.auth_timer is not None:
@@ -212,16 +228,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             self.recorder.unsubscribed(subscription.target.model)
             await self._leave(subscription)
 
-    def _release(self) -> None:
-        self.closed = True
-        self.recorder.socket_closed()
-        self.recorder = metrics.NOOP
-        if self.counted_user is not None:
-            self.hub.dismiss(self)
-            self.counted_user = None
-        for task in self.tasks:
-            task.cancel()
-
     def spawn(self, coroutine: Awaitable[Any]) -> None:
         """Run ``coroutine`` in the background, cancelled if the socket goes away."""
         task = asyncio.ensure_future(coroutine)
@@ -234,18 +240,39 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.send_text(frames.encode(frame))
 
     def send_text(self, text: str) -> None:
-        """Queue one frame after those before it; never waits for the client."""
+        """Queue one frame after those before it; never waits for the client.
+
+        The one way out to the socket: every frame goes through ``self.out``
+        (its order, its bound, its slow-consumer clock), and none after a close.
+        """
         if not self.closed:
             self.out.offer(text)
 
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False
+    ) -> None:
+        """Channels' way to send a frame, routed like every other one (``send_text``)."""
+        if text_data is None:
+            raise ValueError("drf-live sends JSON text frames only: pass text_data.")
+        self.send_text(text_data)
+        if close:
+            await self.close(None if close is True else close)
+
+    async def _control_send(self, message: dict[str, Any]) -> None:
+        """What channels' accept() and close() hand the ASGI server; never a frame."""
+        if message["type"] == "websocket.send":
+            raise RuntimeError("A frame must go through the socket's queue (send_text), not straight to the server.")
+        await self.out.send(message)
+
     def _overflowed(self) -> None:
         logger.info("Slow consumer: closing the socket with %s", CloseCode.SLOW_CONSUMER)
-        self.spawn(self.end(CloseCode.SLOW_CONSUMER, wait=False))
+        self.spawn(self.shutdown(CloseCode.SLOW_CONSUMER))
 
     def _send_failed(self, exc: BaseException) -> None:
-        # The client went away mid-send; the ASGI server tells us with websocket.disconnect.
+        # The client went away mid-send (Outgoing stopped already); the ASGI server tells us with
+        # websocket.disconnect, and we let go now.
         logger.debug("Send failed: %r", exc)
-        self.closed = True
+        self.spawn(self.shutdown())
 
     # Client frames --------------------------------------------------------
 
@@ -254,7 +281,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return  # Closed by the server: a reply would follow websocket.close.
         size = len(text_data) if text_data is not None else len(bytes_data or b"")
         if size > int(live_settings.MAX_FRAME_BYTES):
-            await self.end(CloseCode.FRAME_TOO_LARGE)
+            await self.shutdown(CloseCode.FRAME_TOO_LARGE)
             return
         request_id = None
         try:
@@ -282,7 +309,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def send_error(self, frame: frames.Frame) -> None:
         # A client that keeps making errors is flooding: close it.
         if not self.error_bucket.take():
-            await self.end(CloseCode.FLOOD)
+            await self.shutdown(CloseCode.FLOOD)
             return
         self.recorder.error(frame["payload"]["code"])
         await self.send_frame(frame)
@@ -318,12 +345,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         address = self.scope.get("drf_live_address") or client_address(self.scope)
         if not auth_failures.allows(address):
             # This address guessed too often: no token of it is looked up for a while.
-            await self.end(CloseCode.FLOOD)
+            await self.shutdown(CloseCode.FLOOD)
             return
         user = await authenticate_token(key)
         if user is None:
             if self.failed_authentication(address):
-                await self.end(CloseCode.FLOOD)
+                await self.shutdown(CloseCode.FLOOD)
                 return
             raise RequestError("not_authenticated", "Invalid token.")
         if self.is_authenticated and user.pk != self.user.pk:
@@ -380,7 +407,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         if valid:
             self.schedule_session_check()
         else:
-            await self.end(CLOSE_NOT_AUTHENTICATED)
+            await self.shutdown(CLOSE_NOT_AUTHENTICATED)
 
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
         data = await self.validate(SubscriptionSerializer, content)
@@ -638,19 +665,19 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             self.rechecks += 1
             self.spawn(self.recheck(message.get("stream")))
         elif kind == "close":
-            self.spawn(self.end(int(message.get("code", CLOSE_NOT_AUTHENTICATED))))
+            self.spawn(self.shutdown(int(message.get("code", CLOSE_NOT_AUTHENTICATED))))
         elif kind == "rotate-all":
             self.resync("every epoch rotated")
 
     def hub_lost(self, channel: str, error: BaseException) -> None:
         """The store's connection (Redis) failed: close so that the client reconnects and recovers."""
         logger.warning("Stream store lost; closing the socket with %s: %r", CloseCode.LAYER_LOST, error)
-        self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
+        self.spawn(self.shutdown(CloseCode.LAYER_LOST))
 
     def resync(self, reason: str) -> None:
         """This socket cannot vouch for what its client holds: close it so that the client recovers."""
         logger.info("Closing a socket with %s so that it recovers: %s", CloseCode.LAYER_LOST, reason)
-        self.spawn(self.end(CloseCode.LAYER_LOST, wait=False))
+        self.spawn(self.shutdown(CloseCode.LAYER_LOST))
 
     def take_event(self, channel: str, message: dict[str, Any], prev: int | None) -> bool:
         """A message for one of this socket's targets: forwarded if it is still subscribed."""
