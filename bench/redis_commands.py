@@ -411,7 +411,9 @@ EXPLAINED = (
     "history (`XADD ... MAXLEN ~`), renews the keys' TTLs (`EXPIRE`) and publishes it on the stream's channel "
     "(`PUBLISH`), which the servers' pub/sub connections receive without sending anything. A task's write concerns "
     "three streams: the task's, its project's task list's and the unfiltered task list's (`{}`, "
-    "`Registration.collections_of`): each is claimed, whether or not anyone subscribed. `EVALSHA release` "
+    "`Registration.collections_of`). When a transaction concerns more than one stream, `EVALSHA subscribed` "
+    "(`_SUBSCRIBED`, one call per shard, reading only: `ZCOUNT` of each `S:subs`) asks which of them anyone "
+    "is subscribed to, and only those are claimed. `EVALSHA release` "
     "(not seen here) gives the hold back when the subscribers got nothing. The periodic commands are the "
     "pub/sub keep-alive `PING`, the registration refresh (`ZADD ... GT` and `EXPIRE` of `S:subs`, "
     "`EXPIRE ... GT` of `S:seq`, per stream and user) and the socket-lease renewal (`ZADD` and `EXPIRE` of "
@@ -435,7 +437,7 @@ def verdict(measurement: Measurement) -> str:
     empty = (claims - commits) / measurement.events
     return (
         f"- {sent:.2f} commands sent per target per event: goal (≤ {GOAL}) {'met' if sent <= GOAL else '**missed**'}. "
-        f"The write concerns {claims / measurement.events:g} streams per event, each claimed; "
+        f"{claims / measurement.events:g} streams claimed per event; "
         f"{empty:g} of them had no subscriber (a claim and nothing else)."
     )
 
