@@ -28,6 +28,10 @@ CLIENT_CAUSED = frozenset(
         "Invalid HTTP request received.",
         "Unsupported upgrade request.",
         "opening handshake failed",
+        # A handshake refused with an HTTP status (429: too many unauthenticated sockets,
+        # or an address out of its authentication budget): uvicorn's websockets-sansio
+        # implementation logs this for every refusal sent as a denial response.
+        "ASGI callable returned without completing handshake.",
     }
 )
 

@@ -411,6 +411,26 @@ async def test_wrong_tokens_cost_the_socket_then_the_address_not_the_database(se
         await assert_open(elsewhere)
 
 
+@pytest.mark.asyncio
+async def test_two_hundred_refused_handshakes_log_a_bounded_number_of_lines(server: Server) -> None:
+    # A reconnect storm past the cap on unauthenticated sockets: each refusal is an HTTP 429.
+    log = server.asgi.log_path
+    start = log.stat().st_size
+    async with (
+        ws(server, address="203.0.113.20") as a1,
+        ws(server, address="203.0.113.20") as a2,
+        ws(server, address="203.0.113.20") as a3,
+    ):
+        statuses = [await refused_status(server, address="203.0.113.20") for _ in range(200)]
+        for socket in (a1, a2, a3):
+            await assert_open(socket)
+    assert statuses == [429] * 200
+    lines = log.read_bytes()[start:].decode(errors="replace").splitlines()
+    about_refusals = [line for line in lines if "without completing handshake" in line]
+    # LOG_ABUSE_BURST (10) per LOG_ABUSE_INTERVAL (60 s), and perhaps one more that says how many were not.
+    assert 1 <= len(about_refusals) <= 12, about_refusals
+
+
 # 5. Handshakes that never finish ---------------------------------------------------------------------
 
 # Generous: what the shipped command (5 s) must beat by far.
