@@ -106,9 +106,6 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         init_command="PRAGMA journal_mode=WAL;", transaction_mode="IMMEDIATE", timeout=20
     )
-    # Keep connections open between requests: every database_sync_to_async call of the
-    # consumer (authenticate, check access, snapshot) would otherwise open a new one.
-    DATABASES["default"]["CONN_MAX_AGE"] = None
     # A file, so that test threads (database_sync_to_async) share it; one per
     # test process, so that concurrent runs do not share it.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(tempfile.gettempdir(), f"drf-live-test-{os.getpid()}.sqlite3")}
