@@ -52,9 +52,12 @@ SUBSCRIBE_BUCKETS = [
     ("token lookup: `authenticate_token` (DRF's `TokenAuthentication`, one query)", ["authenticate_token"]),
     (
         "access check: validating the subscribe (`SubscriptionSerializer`: the viewset's queryset and permissions)",
-        ["._validate (", "SubscriptionSerializer", "NotificationConsumer.validate ("],
+        ["._validate (", "._validated (", "SubscriptionSerializer", "NotificationConsumer.validate ("],
     ),
-    ("snapshot: the viewset's read and the serializer (or the list)", ["NotificationConsumer.snapshot ("]),
+    (
+        "snapshot: the viewset's read and the serializer (or the list)",
+        ["NotificationConsumer.snapshot (", "NotificationConsumer._read_snapshot ("],
+    ),
     (
         "Redis register: `hub.join` (the group), `store.register` (seq, position, sockets per user)",
         ["_register (", "Hub.join", "Hub.track", "redis/", "channels_redis/"],

@@ -410,7 +410,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             await self.shutdown(CLOSE_NOT_AUTHENTICATED)
 
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
-        data = await self.validate(SubscriptionSerializer, content)
+        # The request's shape now, without the database; the access check comes with the
+        # snapshot, in one trip to the database thread, after the registration.
+        data = self._validated(SubscriptionSerializer, content, {"check_access": False})
         target: Target = data["target"]
         if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
             raise RequestError(
@@ -426,17 +428,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.recorder.subscribed(target.model)
         tracked = False
         try:
-            # Listen first, then register and read the position, then the
-            # snapshot: an event is either in the snapshot (seq <= position) or
-            # decided for this user and delivered afterwards.
+            # Listen first, then register and read the position, then check access
+            # and read the snapshot: an event is either in the snapshot (seq <=
+            # position) or decided for this user and delivered afterwards.
             await self.hub.join(target.stream, self)
             position = await self._register(subscription)
             self.hub.track(target.stream, subscription.user)
             tracked = True
-            await self.send_snapshot(subscription, position, data, request_id)
+            await self.send_snapshot(subscription, position, content, data, request_id)
         except Exception as exc:
-            # No SUBSCRIBED reply (the store is down, the object vanished or was
-            # hidden since it was validated): no events either.
+            # No SUBSCRIBED reply (the user may not see the target, the store is
+            # down): no events either.
             await self.drop(subscription, tracked=tracked)
             if isinstance(exc, RequestError):
                 raise
@@ -456,11 +458,17 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             raise Unavailable(str(exc)) from exc
 
     async def send_snapshot(
-        self, subscription: Subscription, position: Position, data: dict[str, Any], request_id: Any
+        self,
+        subscription: Subscription,
+        position: Position,
+        content: dict[str, Any],
+        data: dict[str, Any],
+        request_id: Any,
     ) -> None:
         target = subscription.target
         meta = target.meta()
         subscription.epoch = position.epoch
+        texts: list[str] | None = None
         if "since" in data:
             try:
                 replay = await get_store().replay(target.stream, data["since"], data["epoch"])
@@ -471,29 +479,31 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             texts = (
                 delivery.replay(subscription, replay.earlier, replay.messages) if replay.messages is not None else None
             )
-            if texts is not None:
-                subscription.seq = replay.position.seq
-                subscription.epoch = replay.position.epoch
-                if target.is_collection:
-                    # From now on, what the client holds is what the list shows now.
-                    _payload, subscription.members = await self.snapshot(subscription, data, members_only=True)
-                    subscription.complete = True
-                reply = frames.reply(
-                    "SUBSCRIBED",
-                    None,
-                    request_id,
-                    **meta,
-                    seq=data["since"],
-                    epoch=replay.position.epoch,
-                    recovered=True,
-                )
-                await self.send_frame(reply)
-                for text in texts:
-                    self.send_text(text)
-                self.recorder.recovery(True)
-                self.recorder.delivered(len(texts))
-                return
-        payload, members = await self.snapshot(subscription, data)
+        # Recovered, an object needs no read; a collection, the ids of its members now.
+        read = "full" if texts is None else "members" if target.is_collection else None
+        data, payload, members = await self.admit(subscription, content, read)
+        if texts is not None:
+            subscription.seq = replay.position.seq
+            subscription.epoch = replay.position.epoch
+            if target.is_collection:
+                # From now on, what the client holds is what the list shows now.
+                subscription.members = members
+                subscription.complete = True
+            reply = frames.reply(
+                "SUBSCRIBED",
+                None,
+                request_id,
+                **meta,
+                seq=data["since"],
+                epoch=replay.position.epoch,
+                recovered=True,
+            )
+            await self.send_frame(reply)
+            for text in texts:
+                self.send_text(text)
+            self.recorder.recovery(True)
+            self.recorder.delivered(len(texts))
+            return
         subscription.seq = subscription.sent = position.seq
         subscription.members = members
         subscription.complete = True
@@ -505,7 +515,21 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         )
 
     @database_sync_to_async
-    def snapshot(
+    def admit(
+        self, subscription: Subscription, content: dict[str, Any], read: str | None
+    ) -> tuple[dict[str, Any], Any, dict[str, bool] | None]:
+        """May this user see the target (``not_found`` if not), and, in the same trip, its snapshot.
+
+        ``read``: ``"full"`` (the payload, and a collection's members),
+        ``"members"`` (a collection's members only) or None (nothing).
+        """
+        data = self._validated(SubscriptionSerializer, content, {})
+        if read is None:
+            return data, None, None
+        payload, members = self._read_snapshot(subscription, data, members_only=read == "members")
+        return data, payload, members
+
+    def _read_snapshot(
         self, subscription: Subscription, data: dict[str, Any], *, members_only: bool = False
     ) -> tuple[Any, dict[str, bool] | None]:
         """The target's state as ``GET`` shows it to this user, read after the position.
@@ -565,6 +589,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def _validate(
+        self, serializer_class: type[TargetSerializer], content: dict[str, Any], extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._validated(serializer_class, content, extra)
+
+    def _validated(
         self, serializer_class: type[TargetSerializer], content: dict[str, Any], extra: dict[str, Any]
     ) -> dict[str, Any]:
         context = {"registry": self.registry, "user": self.user, "host": self.host, **extra}

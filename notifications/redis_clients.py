@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import sentinel as async_sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
@@ -118,6 +119,17 @@ def _options() -> dict[str, Any]:
         "health_check_interval": 30,
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1, supported_errors=(RedisConnectionError,)),
     }
+
+
+#: Connections of a server loop's client per shard, and how long a command waits for one when
+#: all are busy. redis-py's default pool refuses the 101st concurrent command at once
+#: ("Too many connections"): a reconnect storm's registrations failed with `unavailable`.
+ASYNC_POOL_SIZE = 50
+ASYNC_POOL_TIMEOUT = 5.0
+
+
+class _BlockingSentinelPool(async_sentinel.SentinelConnectionPool, BlockingConnectionPool):
+    """The Sentinel pool that waits for a free connection, as ``BlockingConnectionPool`` does."""
 
 
 def _async_options() -> dict[str, Any]:
@@ -226,14 +238,23 @@ class ShardClients:
         import redis.asyncio as aredis
 
         if not self.shard.is_sentinel:
-            return aredis.Redis.from_url(self.shard.url or "", **_async_options())
+            pool = BlockingConnectionPool.from_url(
+                self.shard.url or "", max_connections=ASYNC_POOL_SIZE, timeout=ASYNC_POOL_TIMEOUT, **_async_options()
+            )
+            return aredis.Redis.from_pool(pool)
         connection_class = type(
             "AsyncFailoverChecked",
             (_AsyncFailoverCheckedSSL if self.shard.ssl else _AsyncFailoverChecked,),
             {"shard_name": self.name},
         )
         return self._sentinel(loop).master_for(
-            self.shard.master_name, connection_class=connection_class, **_master_options(self.shard), **_async_options()
+            self.shard.master_name,
+            connection_class=connection_class,
+            connection_pool_class=_BlockingSentinelPool,
+            max_connections=ASYNC_POOL_SIZE,
+            timeout=ASYNC_POOL_TIMEOUT,
+            **_master_options(self.shard),
+            **_async_options(),
         )
 
     async def master_address(self) -> tuple[str, int]:

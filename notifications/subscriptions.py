@@ -76,6 +76,9 @@ class SubscriptionSerializer(TargetSerializer):
     Needs ``context["user"]``; on success ``validated_data`` holds the
     registration, the target, the visible ``instance`` (a queryset, for a
     collection) and the ``group``: the stream channel the socket listens on.
+    With ``context["check_access"]`` False, only the request's shape is
+    checked, without the database: the consumer checks access later, in the
+    same trip to the database as the snapshot.
     """
 
     since = StrictIntegerField(min_value=0, required=False)
@@ -87,6 +90,11 @@ class SubscriptionSerializer(TargetSerializer):
             raise serializers.ValidationError(
                 {"since": "Send since and epoch together.", "epoch": "Send since and epoch together."}
             )
+        attrs["group"] = attrs["target"].stream
+        if not self.context.get("check_access", True):
+            if "id" in attrs and attrs["registration"].decode_id(attrs["id"]) is None:
+                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+            return attrs
         registration = attrs["registration"]
         user = self.context["user"]
         host = self.context.get("host")
@@ -102,7 +110,6 @@ class SubscriptionSerializer(TargetSerializer):
             if instance is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             attrs["instance"] = instance
-        attrs["group"] = target.stream
         return attrs
 
     def get_group_name(self) -> str:

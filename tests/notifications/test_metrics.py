@@ -191,10 +191,10 @@ async def test_a_subscribe_that_fails_after_validation_holds_no_subscription(
     from notifications.consumers import NotificationConsumer
     from notifications.exceptions import RequestError
 
-    async def hidden_since(self: Any, *args: Any, **kwargs: Any) -> Any:
-        raise RequestError("not_found")  # hidden between validation and the snapshot
+    def hidden_since(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RequestError("not_found")  # hidden between the access check and the snapshot's read
 
-    monkeypatch.setattr(NotificationConsumer, "snapshot", hidden_since)
+    monkeypatch.setattr(NotificationConsumer, "_read_snapshot", hidden_since)
     values = Samples()
     socket = await connect(token=alice_key)
 

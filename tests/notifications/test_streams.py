@@ -23,6 +23,7 @@ import pytest
 import redis
 from django.test import override_settings
 
+from notifications.redis_clients import ASYNC_POOL_SIZE
 from notifications.redis_store import RedisStreamStore
 from notifications.shards import Shard, shard_index
 from notifications.streams import (
@@ -658,6 +659,26 @@ async def test_a_retried_commit_of_an_event_the_history_holds_is_not_committed_t
         assert last is not None
         assert store.commit(last, entry(stream, 0), "event-a") == 4
     finally:
+        store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_registrations_past_the_pool_size_waits_for_a_connection(
+    redis_server: RedisServer, stream: str
+) -> None:
+    # A reconnect storm: hundreds of sockets of one process register at once. redis-py's default
+    # pool would refuse every command past its 100th connection ("Too many connections").
+    store = RedisStreamStore(redis_server.url)
+    observer = redis.Redis(port=redis_server.port)
+    try:
+        before = len(observer.client_list())
+        names = [f"{stream}.{n}" for n in range(4 * ASYNC_POOL_SIZE)]
+        positions = await asyncio.gather(*(store.register(name, USER) for name in names))
+        assert [position.seq for position in positions] == [0] * len(names)
+        assert len({position.epoch.split(".")[0] for position in positions}) == 1
+        assert len(observer.client_list()) - before <= ASYNC_POOL_SIZE
+    finally:
+        observer.close()
         store.close()
 
 
