@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "--servers",
         default=env("BENCH_SERVERS", ",".join(defaults.servers)),
         help="comma-separated: drf-live, dcrf, channels, websockets (and the variants drf-live-deflate, "
-        "drf-live-daphne)",
+        "drf-live-daphne, drf-live-undeclared)",
     )
     parser.add_argument(
         "--scenarios",
@@ -75,6 +75,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         default=env("BENCH_PROFILE", "0") == "1",
         help="py-spy the drf-live server in an extra run of scenario A",
     )
+    parser.add_argument(
+        "--profile-writer",
+        action="store_true",
+        help="py-spy the writer process of A and B during the writes, per thread and idle time included "
+        "(drf-live's relay thread runs there): test-output/bench/profile-<scenario>-<server>-writer.txt",
+    )
     parser.add_argument("--output", default=env("BENCH_OUTPUT", "docs/benchmarks.md"))
     parser.add_argument("--plot", default=env("BENCH_PLOT", "docs/benchmarks.png"))
     parser.add_argument(
@@ -100,6 +106,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         timeout=args.timeout,
         idle=args.idle,
         profile=args.profile,
+        profile_writer=args.profile_writer,
         database_url=args.database_url,
     )
     config.scaled(args.scale)
