@@ -315,6 +315,15 @@ SERVERS: dict[str, ServerKind] = {
             "drf-live",
             server="daphne",
         ),
+        # Issue 10: the task registration without its subscribable_by (the relay asks the viewset per user).
+        ServerKind(
+            "drf-live-undeclared",
+            "drf-live, task registration without subscribable_by",
+            "project.asgi:application",
+            "/ws/notifications/",
+            "bench.settings_undeclared",
+            "drf-live",
+        ),
         # Scenario D's baseline: the same REST API with "notifications" not installed.
         ServerKind(
             "no-drf-live",
