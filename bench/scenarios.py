@@ -314,10 +314,10 @@ class Bench:
 
     # Building blocks ----------------------------------------------------------
 
-    def start_server(self, kind: ServerKind, tag: str) -> Server:
+    def start_server(self, kind: ServerKind, tag: str, env: dict[str, str] | None = None) -> Server:
         assert self.redis is not None and self.database is not None
         self.redis.flush()
-        return Server(kind, self.processes, self.database.url, self.redis.url, tag).start()
+        return Server(kind, self.processes, self.database.url, self.redis.url, tag, env).start()
 
     def clients(
         self, server: Server, name: str, sockets: list[list[Any]], tag: str, tokens: list[str] | None = None
@@ -362,20 +362,21 @@ class Bench:
         tokens: list[str] | None = None,
         expected: Callable[[set[int]], int] | None = None,
         writer_env: dict[str, str] | None = None,
+        server_env: dict[str, str] | None = None,
     ) -> Result:
         """Start ``kind``, subscribe ``sockets``, write ``writes``, measure the deliveries.
 
         By default every socket expects every write of a task it subscribed to;
         ``expected(failed socket indexes)`` counts otherwise (scenario F: who
-        may see the task). ``tokens`` and ``writer_env`` go to ``clients`` and
-        the writer's environment.
+        may see the task). ``tokens``, ``writer_env`` and ``server_env`` go to
+        ``clients``, the writer's environment and the server's.
         """
         config = self.config
         assert self.redis is not None
         tag = uuid.uuid4().hex[:8]
         name = name or f"{scenario}-{kind.name}"
         result = Result(scenario, kind.name, kind.label)
-        server = self.start_server(kind, scenario)
+        server = self.start_server(kind, scenario, server_env)
         mark = None
         try:
             group = self.clients(server, name, sockets, tag, tokens)

@@ -340,10 +340,18 @@ SERVERS: dict[str, ServerKind] = {
 class Server:
     """One server under test, started for one scenario and stopped after it."""
 
-    def __init__(self, kind: ServerKind, processes: Processes, database_url: str, redis_url: str, tag: str) -> None:
+    def __init__(
+        self,
+        kind: ServerKind,
+        processes: Processes,
+        database_url: str,
+        redis_url: str,
+        tag: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.port = free_port()
-        env = django_env(database_url, redis_url, settings=kind.settings, debug=False)
+        env = django_env(database_url, redis_url, settings=kind.settings, debug=False, **(env or {}))
         self.process = processes.add(Process(f"{kind.name}-{tag}-{self.port}", kind.argv(self.port, redis_url), env))
 
     @property

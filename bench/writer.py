@@ -17,7 +17,8 @@ sockets depends on the server:
 Prints one JSON line: writes done, their span, the writer's CPU and the time
 ``save()`` (plus the send, where the writer sends) took. With
 ``BENCH_COUNT_QUERIES=1`` (``bench.collection``), also the SQL statements
-drf-live's relay thread ran, by kind, and that thread's CPU time.
+drf-live's relay thread ran, by kind, that thread's CPU time and the events it
+published.
 """
 
 from __future__ import annotations
@@ -73,18 +74,24 @@ def main() -> None:
         durations.append(time.perf_counter() - began)
     span = time.monotonic() - start
     drained = True
-    relay_cpu = None
+    relay_cpu = relay_published = None
     if args.mode == "drf-live":
         # drf-live's relay thread may still hold committed transactions: let it publish them before exiting.
         from notifications.relay import relay
 
         drained = relay.flush(timeout=PAUSE_FOR_DRAIN)
         relay_cpu = thread_cpu(relay._thread.native_id if relay._thread is not None else None)
+        relay_published = relay.stats.published
     usage = resource.getrusage(resource.RUSAGE_SELF)
     durations.sort()
     extra: dict[str, Any] = {}
     if relay_statements is not None:
-        extra = {"relay_statements": dict(relay_statements), "relay_cpu_s": relay_cpu}
+        # Taken together, once the relay drained (or PAUSE_FOR_DRAIN ran out: then fewer events than writes).
+        extra = {
+            "relay_statements": dict(relay_statements),
+            "relay_cpu_s": relay_cpu,
+            "relay_published": relay_published,
+        }
     print(
         json.dumps(
             {
