@@ -244,6 +244,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--database-url", default="", help="a PostgreSQL server URL (default: SQLite)")
     parser.add_argument("--output", default="", help="also write the table (markdown) to this file")
+    parser.add_argument(
+        "--profile-writer",
+        action="store_true",
+        help="py-spy the writer (its relay thread) during the writes: test-output/bench/profile-F-...-writer.txt",
+    )
     parser.add_argument("--fixtures", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.fixtures:
@@ -251,7 +256,14 @@ def main(argv: list[str]) -> int:
         return 0
     # SIGTERM ends the run like Ctrl-C: the finally below stops every process.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    config = Config(rate=args.rate, clients=args.clients, timeout=180.0, idle=20.0, database_url=args.database_url)
+    config = Config(
+        rate=args.rate,
+        clients=args.clients,
+        timeout=180.0,
+        idle=20.0,
+        database_url=args.database_url,
+        profile_writer=args.profile_writer,
+    )
     bench = CollectionBench(config)
     cases = [
         declared
