@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         "--servers",
         default=env("BENCH_SERVERS", ",".join(defaults.servers)),
         help="comma-separated: drf-live, dcrf, channels, websockets (and the variants drf-live-deflate, "
-        "drf-live-daphne)",
+        "drf-live-daphne, drf-live-undeclared)",
     )
     parser.add_argument(
         "--scenarios",
@@ -75,6 +75,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         default=env("BENCH_PROFILE", "0") == "1",
         help="py-spy the drf-live server in an extra run of scenario A",
     )
+    parser.add_argument(
+        "--profile-writer",
+        action="store_true",
+        help="py-spy the writer process of A and B during the writes, per thread and idle time included "
+        "(drf-live's relay thread runs there): test-output/bench/profile-<scenario>-<server>-writer.txt",
+    )
     parser.add_argument("--output", default=env("BENCH_OUTPUT", "docs/benchmarks.md"))
     parser.add_argument("--plot", default=env("BENCH_PLOT", "docs/benchmarks.png"))
     parser.add_argument(
@@ -100,6 +106,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Config]:
         timeout=args.timeout,
         idle=args.idle,
         profile=args.profile,
+        profile_writer=args.profile_writer,
         database_url=args.database_url,
     )
     config.scaled(args.scale)
@@ -175,10 +182,23 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+#: Sections of the report that another command or a person wrote, kept when ``make bench`` rewrites
+#: it: each goes back before "Scale-out", in this order (their order in docs/benchmarks.md).
+KEPT_SECTIONS = (
+    "## Scenario E: restart storm",
+    redis_commands.HEADING,
+    "## Issue 10: the outbox's cost and per-user collections",
+)
+
+
 def write_report(output: Path, text: str) -> None:
-    """Write the report, keeping the section ``python -m bench.redis_commands --output`` put in the old one."""
-    kept = redis_commands.extract_section(output.read_text()) if output.exists() else None
-    output.write_text(redis_commands.insert_section(text, kept) if kept else text)
+    """Write the report, keeping the sections of ``KEPT_SECTIONS`` that the old one has."""
+    old = output.read_text() if output.exists() else ""
+    for heading in KEPT_SECTIONS:
+        kept = redis_commands.extract_section(old, heading)
+        if kept:
+            text = redis_commands.insert_section(text, kept, heading)
+    output.write_text(text)
 
 
 def rewrite(args: argparse.Namespace, config: Config, command: str) -> int:

@@ -1,4 +1,8 @@
-"""The drf-live app with nothing registered: the benchmarks' baseline without drf-live."""
+"""App configurations for the benchmarks' variants of the example project."""
+
+from types import MethodType
+
+from django.apps import AppConfig
 
 from notifications.apps import NotificationsConfig
 
@@ -7,3 +11,23 @@ class Unregistered(NotificationsConfig):
     # Neither the apps' notifications.py modules nor the receivers: no model is live.
     def ready(self) -> None:
         return None
+
+
+class Undeclared(AppConfig):
+    """``bench.settings_undeclared``: the task registration without its ``subscribable_by``.
+
+    Listed after ``notifications`` and ``api``, so the registrations exist when
+    it is ready; the registration instance's method is replaced by the default
+    one (None: ask the viewset), the class is left as it is.
+    """
+
+    name = "bench"
+    label = "bench_undeclared"
+
+    def ready(self) -> None:
+        from api.models import Task
+        from notifications.registration import Registration
+        from notifications.registry import site
+
+        registration = site.get(Task)
+        registration.subscribable_by = MethodType(Registration.subscribable_by, registration)  # type: ignore[method-assign]

@@ -1,8 +1,9 @@
 """A client process: many real WebSocket connections, each subscribed to some tasks, timing every update.
 
 ``python -m bench.clients --protocol P --url URL --plan FILE --out FILE``.
-The plan lists, per socket, the task ids it subscribes to (and, for drf-live,
-the API token it authenticates with). The process talks to
+The plan lists, per socket, the task ids it subscribes to (for drf-live, an
+entry may also be a collection, ``{"filter": {"project": "<id>"}}``) and, for
+drf-live, the API token it authenticates with. The process talks to
 the runner over stdin/stdout, one JSON object a line:
 
 - it prints ``{"event": "ready", ...}`` once every socket is subscribed (or failed);
@@ -11,7 +12,8 @@ the runner over stdin/stdout, one JSON object a line:
 
 An update is a frame whose title is ``b-<tag>-<write time_ns>-<write index>``
 (see ``writer``): its latency is receipt time minus write time. For drf-live it
-also checks ``meta.seq``: every event of a target must carry the previous seq + 1.
+also checks ``meta.seq``: every event of a target must carry the previous seq + 1
+(or, when it carries ``meta.prev``, name the seq the socket holds as ``prev``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ REPLY_TIMEOUT = 120.0
 
 # Frames are matched, not parsed, to keep the clients' own CPU low; json.dumps puts a space after ":".
 SEQ = re.compile(r'"seq":\s*(\d+)')
+PREV = re.compile(r'"prev":\s*(\d+)')
 ID = re.compile(r'"id":\s*"(\w+)"')
 
 
@@ -68,7 +71,9 @@ class Results:
 # Subscribing, per protocol ----------------------------------------------------
 
 
-def subscribe_frame(protocol: str, task_id: str, request_id: int) -> str:
+def subscribe_frame(protocol: str, task_id: str | dict[str, Any], request_id: int) -> str:
+    if protocol == "drf-live" and isinstance(task_id, dict):  # a collection: {"filter": {...}}
+        return json.dumps({"action": "subscribe", "model": "api.task", **task_id, "request_id": request_id})
     if protocol == "drf-live":
         return json.dumps({"action": "subscribe", "model": "api.task", "id": task_id, "request_id": request_id})
     if protocol == "dcrf":
@@ -91,10 +96,12 @@ def subscribed_seq(protocol: str, reply: dict[str, Any]) -> int:
 
 
 class Socket:
-    def __init__(self, client: Client, task_ids: list[str], token: str | None) -> None:
+    def __init__(self, client: Client, task_ids: list[Any], token: str | None) -> None:
         self.client = client
         self.task_ids = task_ids
         self.token = token
+        # A socket holding one collection numbers its events by that collection, whatever member changed.
+        self.collection = json.dumps(task_ids[0]) if len(task_ids) == 1 and isinstance(task_ids[0], dict) else None
         self.seqs: dict[str, int] = {}
         self.seen: set[int] = set()
         self.ws: ClientConnection | None = None
@@ -116,7 +123,9 @@ class Socket:
         for request_id, task_id in enumerate(self.task_ids, 1):
             await self.ws.send(subscribe_frame(client.protocol, task_id, request_id))
             reply = json.loads(await asyncio.wait_for(self.ws.recv(), REPLY_TIMEOUT))
-            self.seqs[task_id] = subscribed_seq(client.protocol, reply)
+            self.seqs[task_id if isinstance(task_id, str) else json.dumps(task_id)] = subscribed_seq(
+                client.protocol, reply
+            )
 
     async def read(self) -> None:
         assert self.ws is not None
@@ -153,14 +162,19 @@ class Socket:
                 results.closed[code] = results.closed.get(code, 0) + 1
 
     def check_seq(self, text: str) -> None:
-        seq_match, id_match = SEQ.search(text), ID.search(text)
-        if seq_match is None or id_match is None:
+        seq_match = SEQ.search(text)
+        id_match = None if self.collection is not None else ID.search(text)
+        if seq_match is None or (id_match is None and self.collection is None):
             return
-        seq, task_id = int(seq_match.group(1)), id_match.group(1)
+        seq = int(seq_match.group(1))
+        task_id = self.collection if id_match is None else id_match.group(1)
+        assert task_id is not None
+        prev_match = PREV.search(text)
+        prev = int(prev_match.group(1)) if prev_match is not None else seq - 1
         last = self.seqs.get(task_id, 0)
         if seq <= last:
             self.client.results.seq_regressions += 1
-        elif seq != last + 1:
+        elif prev != last:
             self.client.results.seq_gaps += 1
         self.seqs[task_id] = max(seq, last)
 

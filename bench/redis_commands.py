@@ -487,23 +487,23 @@ HEADING = "## Redis commands per event"
 BEFORE = ("## Scale-out", "## Estimate for")
 
 
-def extract_section(document: str) -> str | None:
-    """The "Redis commands per event" section of ``document`` (up to the next heading), if it has one."""
-    start = document.find(f"\n{HEADING}\n")
+def extract_section(document: str, heading: str = HEADING) -> str | None:
+    """The section ``heading`` ("Redis commands per event") of ``document`` (up to the next heading), if any."""
+    start = document.find(f"\n{heading}\n")
     if start < 0:
         return None
     end = document.find("\n## ", start + 1)
     return document[start + 1 : end + 1 if end >= 0 else len(document)]
 
 
-def insert_section(document: str, text: str) -> str:
-    """``document`` with ``text`` as its "Redis commands per event" section: in place, or before "Scale-out"."""
+def insert_section(document: str, text: str, heading: str = HEADING) -> str:
+    """``document`` with ``text`` as its section ``heading``: in place, or before "Scale-out"."""
     text = text.rstrip("\n") + "\n\n"
-    old = extract_section(document)
+    old = extract_section(document, heading)
     if old is not None:
         return document.replace(old, text, 1)
-    for heading in BEFORE:
-        at = document.find(f"\n{heading}")
+    for before in BEFORE:
+        at = document.find(f"\n{before}")
         if at >= 0:
             return document[: at + 1] + text + document[at + 1 :]
     return document.rstrip("\n") + "\n\n" + text

@@ -24,6 +24,7 @@ SERVER_ORDER = [
     "websockets",
     "drf-live-deflate",
     "drf-live-daphne",
+    "drf-live-undeclared",
     "drf-live-2p",
     "no-drf-live",
     "drf-live-split",
@@ -489,7 +490,7 @@ def observations(results: list[Result]) -> list[str]:
         if r.closed:
             notes.append(f"{where}: sockets closed by the server during the phase (close codes {r.closed}).")
         if r.writer.get("drained") is False:
-            notes.append(f"{where}: the writer's publisher had not drained 60 s after the last write.")
+            notes.append(f"{where}: the writer's relay had not drained 60 s after the last write.")
         if r.log_errors:
             sample = "; ".join(sorted(set(line.strip()[:160] for line in r.log_errors))[:3])
             notes.append(f"{where}: {len(r.log_errors)} error/warning lines in the server log, e.g. `{sample}`.")

@@ -62,6 +62,7 @@ class Config:
     idle: float = 20.0  # seconds without a new delivery, after the last write, that end a phase
     connect_timeout: float = 300.0
     profile: bool = False  # py-spy the drf-live server in an extra run of scenario A
+    profile_writer: bool = False  # py-spy the writer process (drf-live: its relay thread) during A and B's writes
     database_url: str = ""
 
     def scaled(self, scale: float) -> Config:
@@ -313,14 +314,17 @@ class Bench:
 
     # Building blocks ----------------------------------------------------------
 
-    def start_server(self, kind: ServerKind, tag: str) -> Server:
+    def start_server(self, kind: ServerKind, tag: str, env: dict[str, str] | None = None) -> Server:
         assert self.redis is not None and self.database is not None
         self.redis.flush()
-        return Server(kind, self.processes, self.database.url, self.redis.url, tag).start()
+        return Server(kind, self.processes, self.database.url, self.redis.url, tag, env).start()
 
-    def clients(self, server: Server, name: str, sockets: list[list[str]], tag: str) -> ClientGroup:
-        # Only drf-live checks who a socket is; the others get no credentials.
-        tokens = self.tokens if server.kind.protocol == "drf-live" else []
+    def clients(
+        self, server: Server, name: str, sockets: list[list[Any]], tag: str, tokens: list[str] | None = None
+    ) -> ClientGroup:
+        # Only drf-live checks who a socket is; the others get no credentials. Socket i signs in
+        # as user i mod len(tokens) (the bench's users unless ``tokens`` names others).
+        tokens = (self.tokens if tokens is None else tokens) if server.kind.protocol == "drf-live" else []
         return ClientGroup(
             self.processes,
             self.run_dir,
@@ -334,44 +338,74 @@ class Bench:
             deflate=server.kind.deflate,
         ).start()
 
-    def writer(self, kind: ServerKind, name: str, ids: list[str], tag: str) -> Process:
+    def writer(
+        self, kind: ServerKind, name: str, ids: list[str], tag: str, env: dict[str, str] | None = None
+    ) -> Process:
         plan = self.run_dir / f"{name}-writes.json"
         plan.write_text(json.dumps({"ids": ids, "rate": self.config.rate, "tag": tag}))
         argv = [PYTHON, "-m", "bench.writer", "--mode", kind.protocol, "--plan", str(plan)]
-        return self.processes.add(Process(f"{name}-writer", argv, env=self.env(kind.settings))).start()
+        return self.processes.add(
+            Process(f"{name}-writer", argv, env={**self.env(kind.settings), **(env or {})})
+        ).start()
 
     # Scenarios A and B (and scale-out): fan-out of writes --------------------------
 
     def run_fanout(
-        self, scenario: str, kind: ServerKind, sockets: list[list[str]], writes: list[str], profile: bool = False
+        self,
+        scenario: str,
+        kind: ServerKind,
+        sockets: list[list[Any]],
+        writes: list[str],
+        profile: bool = False,
+        *,
+        name: str = "",
+        tokens: list[str] | None = None,
+        expected: Callable[[set[int]], int] | None = None,
+        writer_env: dict[str, str] | None = None,
+        server_env: dict[str, str] | None = None,
     ) -> Result:
+        """Start ``kind``, subscribe ``sockets``, write ``writes``, measure the deliveries.
+
+        By default every socket expects every write of a task it subscribed to;
+        ``expected(failed socket indexes)`` counts otherwise (scenario F: who
+        may see the task). ``tokens``, ``writer_env`` and ``server_env`` go to
+        ``clients``, the writer's environment and the server's.
+        """
         config = self.config
         assert self.redis is not None
         tag = uuid.uuid4().hex[:8]
-        name = f"{scenario}-{kind.name}"
+        name = name or f"{scenario}-{kind.name}"
         result = Result(scenario, kind.name, kind.label)
-        server = self.start_server(kind, scenario)
+        server = self.start_server(kind, scenario, server_env)
         mark = None
         try:
-            group = self.clients(server, name, sockets, tag)
+            group = self.clients(server, name, sockets, tag, tokens)
             ready = group.wait_ready(config.connect_timeout)
             result.sockets, result.failed_sockets = ready["sockets"], ready["failed"]
             result.failures, result.connect_s = ready["failures"], ready["seconds"]
-            subscribers: dict[str, int] = {}
-            for index, ids in enumerate(sockets):
-                if index not in ready["failed_indexes"]:
-                    for task_id in ids:
-                        subscribers[task_id] = subscribers.get(task_id, 0) + 1
-            result.expected = sum(subscribers.get(task_id, 0) for task_id in writes)
-            spy = self.start_profile(server, name) if profile else None
+            if expected is not None:
+                result.expected = expected(ready["failed_indexes"])
+            else:
+                subscribers: dict[str, int] = {}
+                for index, ids in enumerate(sockets):
+                    if index not in ready["failed_indexes"]:
+                        for task_id in ids:
+                            subscribers[task_id] = subscribers.get(task_id, 0) + 1
+                result.expected = sum(subscribers.get(task_id, 0) for task_id in writes)
+            spy = self.start_profile(server.pid, name) if profile else None
             cpu_before, redis_before = server.cpu(), cpu_seconds(self.redis.process.pid)
-            writer = self.writer(kind, name, writes, tag)
+            writer = self.writer(kind, name, writes, tag, writer_env)
+            writer_spy = (
+                self.start_profile(writer.pid, f"{name}-writer", threads=True) if config.profile_writer else None
+            )
             result.status = self.wait_for_deliveries(group, writer, result.expected)
             result.server_cpu_s = server.cpu() - cpu_before
             redis_cpu = cpu_seconds(self.redis.process.pid) - redis_before
             mark = server.log_mark()
             if spy is not None:
                 self.stop_profile(spy)
+            if writer_spy is not None:
+                self.stop_profile(writer_spy)
             writer_out = self.finish_writer(writer)
             totals, latencies = group.stop()
             self.fill_deliveries(result, totals, latencies, writer_out, redis_cpu)
@@ -435,13 +469,15 @@ class Bench:
         if result.status == "ok" and result.received < result.expected:
             result.status = f"{result.expected - result.received} missing"
 
-    def start_profile(self, server: Server, name: str) -> subprocess.Popen[bytes]:
+    def start_profile(self, pid: int, name: str, threads: bool = False) -> subprocess.Popen[bytes]:
+        """py-spy on ``pid`` into test-output/bench/profile-<name>.txt; ``threads``: per thread, idle time too."""
         out = LOGS / f"profile-{name}.txt"
         argv = [
             str(Path(PYTHON).parent / "py-spy"),
             "record",
             "--pid",
-            str(server.pid),
+            str(pid),
+            *(["--threads", "--idle"] if threads else []),
             "--format",
             "raw",
             "--rate",

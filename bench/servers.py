@@ -315,6 +315,15 @@ SERVERS: dict[str, ServerKind] = {
             "drf-live",
             server="daphne",
         ),
+        # Issue 10: the task registration without its subscribable_by (the relay asks the viewset per user).
+        ServerKind(
+            "drf-live-undeclared",
+            "drf-live, task registration without subscribable_by",
+            "project.asgi:application",
+            "/ws/notifications/",
+            "bench.settings_undeclared",
+            "drf-live",
+        ),
         # Scenario D's baseline: the same REST API with "notifications" not installed.
         ServerKind(
             "no-drf-live",
@@ -331,10 +340,18 @@ SERVERS: dict[str, ServerKind] = {
 class Server:
     """One server under test, started for one scenario and stopped after it."""
 
-    def __init__(self, kind: ServerKind, processes: Processes, database_url: str, redis_url: str, tag: str) -> None:
+    def __init__(
+        self,
+        kind: ServerKind,
+        processes: Processes,
+        database_url: str,
+        redis_url: str,
+        tag: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kind = kind
         self.port = free_port()
-        env = django_env(database_url, redis_url, settings=kind.settings, debug=False)
+        env = django_env(database_url, redis_url, settings=kind.settings, debug=False, **(env or {}))
         self.process = processes.add(Process(f"{kind.name}-{tag}-{self.port}", kind.argv(self.port, redis_url), env))
 
     @property

@@ -307,7 +307,7 @@ def fresh(
     assert bench.redis is not None
     bench.redis.flush()
     server = server_on(bench, kind, "E").start()
-    spy = bench.start_profile(server, f"E-fresh-{kind.name}") if config.profile else None
+    spy = bench.start_profile(server.pid, f"E-fresh-{kind.name}") if config.profile else None
     clients = Clients(
         bench, f"E-{kind.name}-clients", dict(plan, url=server.ws_url, protocol=kind.protocol), config.clients
     )

@@ -6,7 +6,8 @@ the server under test. The plan lists the task ids to write, in order; write
 knows when it was written (same machine, same clock). How the write reaches the
 sockets depends on the server:
 
-- ``drf-live``: nothing more than ``save()``; drf-live publishes after commit.
+- ``drf-live``: nothing more than ``save()``: it appends outbox rows in its transaction, and this
+  process's relay thread publishes them after the commit.
 - ``dcrf``: nothing more than ``save()``; dcrf's ``post_save`` observer (connected
   by importing ``bench.dcrf_app``) does ``async_to_sync(group_send)``.
 - ``channels``: after ``save()``, ``async_to_sync(channel_layer.group_send)`` of the
@@ -14,15 +15,21 @@ sockets depends on the server:
 - ``websockets``: after ``save()``, one Redis ``PUBLISH`` of the frame, encoded once.
 
 Prints one JSON line: writes done, their span, the writer's CPU and the time
-``save()`` (plus the send, where the writer sends) took.
+``save()`` (plus the send, where the writer sends) took. With
+``BENCH_COUNT_QUERIES=1`` (``bench.collection``), also the SQL statements
+drf-live's relay thread ran, by kind, that thread's CPU time and the events it
+published.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import threading
 import time
+from collections import Counter
 from typing import Any
 
 PAUSE_FOR_DRAIN = 60.0
@@ -48,6 +55,7 @@ def main() -> None:
     django.setup()
     from api.models import Task
 
+    relay_statements = count_relay_statements() if os.environ.get("BENCH_COUNT_QUERIES") == "1" else None
     send = sender(args.mode)
     tasks = Task.objects.in_bulk(list(set(ids)))
     durations: list[float] = []
@@ -66,16 +74,28 @@ def main() -> None:
         durations.append(time.perf_counter() - began)
     span = time.monotonic() - start
     drained = True
+    relay_cpu = relay_published = None
     if args.mode == "drf-live":
-        # drf-live's publishing thread may still hold events: let it finish before exiting.
-        from notifications.publisher import publisher
+        # drf-live's relay thread may still hold committed transactions: let it publish them before exiting.
+        from notifications.relay import relay
 
-        drained = publisher.flush(timeout=PAUSE_FOR_DRAIN)
+        drained = relay.flush(timeout=PAUSE_FOR_DRAIN)
+        relay_cpu = thread_cpu(relay._thread.native_id if relay._thread is not None else None)
+        relay_published = relay.stats.published
     usage = resource.getrusage(resource.RUSAGE_SELF)
     durations.sort()
+    extra: dict[str, Any] = {}
+    if relay_statements is not None:
+        # Taken together, once the relay drained (or PAUSE_FOR_DRAIN ran out: then fewer events than writes).
+        extra = {
+            "relay_statements": dict(relay_statements),
+            "relay_cpu_s": relay_cpu,
+            "relay_published": relay_published,
+        }
     print(
         json.dumps(
             {
+                **extra,
                 "writes": len(ids),
                 "start_ns": start_ns,
                 "span_s": span,
@@ -89,6 +109,51 @@ def main() -> None:
         ),
         flush=True,
     )
+
+
+RELAY_THREAD = "drf-live-relay"
+
+
+def statement_kind(sql: str) -> str:
+    """``transaction`` (BEGIN, SAVEPOINT, ...), ``outbox`` (the relay's own table) or ``read`` (everything else)."""
+    word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    if word in {"BEGIN", "SAVEPOINT", "RELEASE", "COMMIT", "ROLLBACK", "SET"}:
+        return "transaction"
+    return "outbox" if "drf_live_outbox" in sql else "read"
+
+
+def count_relay_statements() -> Counter[str]:
+    """Count the SQL statements of the relay thread from now on, by ``statement_kind``.
+
+    Every statement of every connection goes through
+    ``CursorWrapper._execute_with_wrappers`` (where ``connection.execute_wrapper``
+    hooks run), so wrapping it once counts the relay's statements whatever
+    connection its thread opens; the tests' ``statements`` fixture does the same.
+    """
+    from django.db.backends.utils import CursorWrapper
+
+    counts: Counter[str] = Counter()
+    original = CursorWrapper._execute_with_wrappers
+
+    def counting(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == RELAY_THREAD:
+            counts[statement_kind(sql)] += 1
+        return original(self, sql, *args, **kwargs)
+
+    CursorWrapper._execute_with_wrappers = counting  # type: ignore[method-assign]
+    return counts
+
+
+def thread_cpu(native_id: int | None) -> float | None:
+    """utime + stime of one thread of this process, in seconds."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sender(mode: str) -> Any:
