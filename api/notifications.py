@@ -25,10 +25,11 @@ class UserRegistration(notifications.Registration):
         return "self" if user.pk == instance.pk else "others"
 
     def subscribable_by(self, instance: User) -> Iterable[Any]:
-        # Themself, and everyone who shares a project with them (UserQuerySet.visible_to).
+        # Themself, and everyone who shares a project with them (UserQuerySet.visible_to). A
+        # queryset: drf-live narrows it to the subscribers in the database.
         projects = Project.objects.filter(Q(owner=instance) | Q(members=instance))
-        sharing = User.objects.filter(Q(owned_projects__in=projects) | Q(projects__in=projects))
-        return {instance.pk, *sharing.values_list("pk", flat=True)}
+        sharing = Q(pk=instance.pk) | Q(owned_projects__in=projects) | Q(projects__in=projects)
+        return User.objects.filter(sharing).values_list("pk", flat=True)
 
 
 @notifications.register(Project)
@@ -47,7 +48,7 @@ class ProjectRegistration(notifications.Registration):
     ]
 
     def subscribable_by(self, instance: Project) -> Iterable[Any]:
-        return {instance.owner_id, *instance.members.values_list("pk", flat=True)}
+        return User.objects.filter(Q(owned_projects=instance) | Q(projects=instance)).values_list("pk", flat=True)
 
 
 @notifications.register(Task)
@@ -61,7 +62,9 @@ class TaskRegistration(notifications.Registration):
     touches = [Touch("project", when=["done", "project"], changed=["open_tasks"])]
 
     def subscribable_by(self, instance: Task) -> Iterable[Any]:
-        project = Project.objects.get(pk=instance.project_id)
+        # Whoever sees its project; a private one, of them, only its assignee and the owner.
+        project = Project.objects.filter(pk=instance.project_id)
+        viewers = User.objects.filter(Q(owned_projects__in=project) | Q(projects__in=project))
         if instance.private:
-            return {project.owner_id, *([instance.assignee_id] if instance.assignee_id else [])}
-        return {project.owner_id, *project.members.values_list("pk", flat=True)}
+            viewers = viewers.filter(Q(pk=instance.assignee_id) | Q(owned_projects__in=project))
+        return viewers.values_list("pk", flat=True)

@@ -20,6 +20,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import connections, models, transaction
+from django.db.models import QuerySet
 
 from . import frames
 from .messages import Entry
@@ -51,9 +52,26 @@ def decide(unit: Unit, users: Sequence[str], using: str) -> Decision:
 
 @contextmanager
 def read_snapshot(using: str) -> Iterator[None]:
-    """One consistent read of committed data (REPEATABLE READ on PostgreSQL)."""
+    """One consistent read of committed data (REPEATABLE READ on PostgreSQL, a deferred transaction on SQLite).
+
+    On SQLite a transaction begun ``IMMEDIATE`` (the example project's
+    ``transaction_mode``, so that writers wait for each other instead of
+    failing) would hold the database's write lock while the relay decides:
+    every writer would wait for it. A deferred one only reads.
+    """
     connection = connections[using]
     outermost = not connection.in_atomic_block
+    mode = getattr(connection, "transaction_mode", None)
+    if outermost and connection.vendor == "sqlite" and mode is not None:
+        connection.ensure_connection()  # a new connection would read the mode from the settings again
+        connection.transaction_mode = "DEFERRED"  # type: ignore[attr-defined]
+        try:
+            with transaction.atomic(using=using):
+                connection.transaction_mode = mode  # type: ignore[attr-defined]
+                yield
+        finally:
+            connection.transaction_mode = mode  # type: ignore[attr-defined]
+        return
     with transaction.atomic(using=using):
         if outermost and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
@@ -83,7 +101,7 @@ def _decide_object(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
     row = registration.model._base_manager.using(using).filter(pk=pk).first() if pk is not None else None
     if row is None:
         return Decision(None)  # Deleted since: its delete event follows.
-    declared = _declared(registration, row)
+    declared = _declared(registration, row, accounts)
     shown: dict[str, str] = {}
     seen: dict[str, tuple[Any, models.Model | None]] = {}  # audience -> a user of it, and the object they read
     denied: list[str] = []
@@ -133,24 +151,29 @@ def _decide_member(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
     seen: dict[str, tuple[Any, models.Model | None]] = {}
     denied: list[str] = []
     revoked: list[str] = []
-    for key in users:
-        user = accounts.get(key)
-        queryset = registration.get_visible_collection(user, filter) if user is not None else None
-        if queryset is None:
-            revoked.append(key)
-            continue
-        if unit.kind == "event":
-            audience = registration.get_collection_audience(user, filter)
+    declared = _declared_member(unit, accounts, using)
+    if declared is not None:
+        _sort_declared(unit, users, accounts, declared, shown, seen, denied, revoked)
+        _read_members(registration, filter, pk, seen, shown, denied)
+    else:
+        for key in users:
+            user = accounts.get(key)
+            queryset = registration.get_visible_collection(user, filter) if user is not None else None
+            if queryset is None:
+                revoked.append(key)
+                continue
+            if unit.kind == "event":
+                audience = registration.get_collection_audience(user, filter)
+                shown[key] = audience
+                seen.setdefault(audience, (user, None))
+                continue
+            member = queryset.filter(pk=pk).first() if pk is not None else None
+            if member is None:
+                denied.append(key)
+                continue
+            audience = registration.get_audience(user, member)
             shown[key] = audience
-            seen.setdefault(audience, (user, None))
-            continue
-        member = queryset.filter(pk=pk).first() if pk is not None else None
-        if member is None:
-            denied.append(key)
-            continue
-        audience = registration.get_audience(user, member)
-        shown[key] = audience
-        seen.setdefault(audience, (user, member))
+            seen.setdefault(audience, (user, member))
     meta = {**unit.target.meta(), "id": unit.object_id}
     variants: dict[str, dict[str, str]] = {}
     if unit.kind == "event":
@@ -204,9 +227,110 @@ def _delete_entry(unit: Unit) -> Entry:
     return entry
 
 
-def _declared(registration: Registration, row: models.Model) -> set[str] | None:
+def _declared(registration: Registration, row: models.Model, accounts: dict[str, Any]) -> set[str] | None:
+    """The subscribers ``subscribable_by()`` names for ``row`` (None: it declares nothing).
+
+    A queryset of users (or of their primary keys) is narrowed to the
+    subscribers in the database, so that its cost follows them, not everyone
+    who may see the row.
+    """
     declared = registration.subscribable_by(row)
-    return None if declared is None else {str(pk) for pk in declared}
+    if declared is None:
+        return None
+    if isinstance(declared, QuerySet) and declared.model is get_user_model():
+        pks = [user.pk for user in accounts.values() if user.is_authenticated]
+        declared = declared.filter(pk__in=pks).values_list("pk", flat=True)
+    return {str(pk) for pk in declared}
+
+
+def _declared_member(
+    unit: Unit, accounts: dict[str, Any], using: str
+) -> tuple[set[str], set[str], models.Model] | None:
+    """Who may see the collection and who may see the member, by declarations; None if one is missing.
+
+    A collection is visible to whoever may see every object its filter names,
+    so the declarations of those objects' registrations answer for it; the
+    member's own registration answers for the member.
+    """
+    registration = unit.registration
+    pk = registration.decode_id(unit.object_id)
+    row = registration.model._base_manager.using(using).filter(pk=pk).first() if pk is not None else None
+    if row is None or unit.kind == "event":
+        return None
+    member = _declared(registration, row, accounts)
+    if member is None:
+        return None
+    collection = set(accounts)
+    lookups: dict[str, Any] = {}
+    for name, value in dict(unit.target.filter or ()).items():
+        related = registration._related_registration(name)
+        related_pk = related.decode_id(value) if related is not None else None
+        if related is None or related_pk is None:
+            return None
+        lookups[name] = related_pk
+        named = related.model._base_manager.using(using).filter(pk=related_pk).first()
+        viewers = _declared(related, named, accounts) if named is not None else set()
+        if viewers is None:
+            return None
+        collection &= {
+            key for key in viewers if key in accounts and related.has_permission(related.get_view(accounts[key]))
+        }
+    if lookups and not registration.model._base_manager.using(using).filter(pk=pk, **lookups).exists():
+        member = set()  # The row left the collection: a member to no one.
+    return collection, member, row
+
+
+def _sort_declared(
+    unit: Unit,
+    users: Sequence[str],
+    accounts: dict[str, Any],
+    declared: tuple[set[str], set[str], models.Model],
+    shown: dict[str, str],
+    seen: dict[str, tuple[Any, models.Model | None]],
+    denied: list[str],
+    revoked: list[str],
+) -> None:
+    """The verdict of each subscriber of a collection from the declarations: no query per user."""
+    registration = unit.registration
+    collection, member, row = declared
+    for key in users:
+        user = accounts.get(key)
+        if (
+            user is None
+            or key not in collection
+            or not registration.has_permission(registration.get_view(user, action="list"))
+        ):
+            revoked.append(key)
+        elif key not in member:
+            denied.append(key)
+        else:
+            audience = registration.get_audience(user, row)
+            shown[key] = audience
+            seen.setdefault(audience, (user, None))
+
+
+def _read_members(
+    registration: Registration,
+    filter: dict[str, str],
+    pk: Any,
+    seen: dict[str, tuple[Any, models.Model | None]],
+    shown: dict[str, str],
+    denied: list[str],
+) -> None:
+    """The member as each audience's list reads it (one user of each); disagreeing declarations deny."""
+    for audience, (user, _obj) in list(seen.items()):
+        queryset = registration.get_visible_collection(user, filter)
+        obj = queryset.filter(pk=pk).first() if queryset is not None else None
+        if obj is not None:
+            seen[audience] = (user, obj)
+            continue
+        logger.warning(
+            "%s.subscribable_by() disagrees with its viewset about %s; those users get nothing", registration, pk
+        )
+        del seen[audience]
+        for key in [key for key, value in shown.items() if value == audience]:
+            del shown[key]
+            denied.append(key)
 
 
 def _payloads(

@@ -332,6 +332,10 @@ class Registration:
         answers for everyone with one query; it must agree with the viewset,
         which ``notifications.testing.check_subscribable_by`` verifies over
         your own test data. Permission classes still apply on top of it.
+        Return a queryset of the user model (``values_list("pk", flat=True)``)
+        rather than a set: the relay narrows it to the subscribed users in the
+        database. A collection uses the declarations of its members'
+        registration and of the registrations of the objects its filter names.
         """
         return None
 

@@ -969,3 +969,35 @@ def test_nothing_newer_than_a_loss_is_published_before_every_epoch_rotates(
     relay.publish_rows(using, outbox.claim_transactions(using, [token], relay.owner, 60.0))
 
     assert [event for event in bus.events(task_target(task).stream) if event["epoch"] == start.epoch] == []
+
+
+# The relay's read on SQLite -----------------------------------------------------------------------
+
+
+def test_deciding_on_sqlite_leaves_the_write_lock_to_writers(domain: dict[str, Any]) -> None:
+    import sqlite3
+
+    from django.db import connection
+
+    from api.models import Task
+    from notifications.audience import read_snapshot
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's database-wide write lock")
+    task = domain["task"]
+    with read_snapshot("default"):
+        assert Task.objects.filter(pk=task.pk).exists()  # the relay reads
+        writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=0.5)
+        try:
+            # Another process's write, meanwhile: it neither waits for the read nor fails.
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute(
+                "UPDATE api_task SET title = 'written meanwhile' WHERE id = ?", (Task._meta.pk.get_prep_value(task.pk),)
+            )
+            writer.commit()
+        finally:
+            writer.close()
+        # The read goes on from the snapshot it started with.
+        assert Task.objects.get(pk=task.pk).title == task.title
+    task.refresh_from_db()
+    assert task.title == "written meanwhile"

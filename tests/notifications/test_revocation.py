@@ -8,6 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from api.models import Project, Task
+from api.notifications import TaskRegistration
 from notifications.registration import Registration
 from notifications.relay import relay
 from notifications.testing import published
@@ -142,36 +143,17 @@ async def test_the_writer_only_updates_its_row_and_records_one_outbox_row(
 async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
     domain: Any, live_socket: Any, statements: Any, replace_registration: Any
 ) -> None:
-    from api.notifications import TaskRegistration
-
-    class Undeclared(TaskRegistration):
-        def subscribable_by(self, instance: Any) -> None:
-            return None  # ask the viewset, user by user
-
-    replace_registration(Task, Undeclared)
+    replace_registration(Task, UndeclaredTaskRegistration)
     task = domain["task"]
     bob, alice = domain["bob"], domain["alice"]
 
-    async def relay_queries_for_one_write(users: list[Any], title: str) -> int:
-        sockets = [await live_socket(user) for user in users]
-        for socket in sockets:
-            await socket.subscribe(Task, id=task)
-        relay.stop_sweeping()  # count the event's queries only, not a sweep's
-        await published()
-        statements.clear()
-        task.title = title
-        await database_sync_to_async(task.save)()
-        for socket in sockets:
-            assert (await socket.receive())["payload"]["title"] == title
-        await published()  # the relay deletes the rows after the event went out
-        for socket in sockets:
-            await socket.close()
-        return len(statements.of_relay())
+    async def queries(users: list[Any], title: str) -> int:
+        return await relay_queries_for_one_write(live_socket, statements, task, users, title, id=task)
 
-    await relay_queries_for_one_write([bob], "warm-up")  # the relay's connection opens here
-    one_socket = await relay_queries_for_one_write([bob], "one")
-    ten_sockets = await relay_queries_for_one_write([bob] * 10, "ten")
-    two_users = await relay_queries_for_one_write([bob, alice], "two users")
+    await queries([bob], "warm-up")  # the relay's connection opens here
+    one_socket = await queries([bob], "one")
+    ten_sockets = await queries([bob] * 10, "ten")
+    two_users = await queries([bob, alice], "two users")
 
     assert ten_sockets == one_socket
     assert two_users > one_socket
@@ -180,29 +162,10 @@ async def test_the_relay_asks_once_per_distinct_user_never_per_socket(
 async def test_a_declaration_answers_for_every_user_with_a_fixed_number_of_queries(
     domain: Any, live_socket: Any, statements: Any, make_user: Any
 ) -> None:
-    task, website = domain["task"], domain["website"]
-
-    @database_sync_to_async
-    def members(count: int) -> list[Any]:
-        users = [make_user(f"member{count}-{n}") for n in range(count)]
-        website.members.add(*users)
-        return users
+    task, members = domain["task"], members_of(domain["website"], make_user)
 
     async def relay_queries_with(users: list[Any], title: str) -> int:
-        sockets = [await live_socket(user) for user in users]
-        for socket in sockets:
-            await socket.subscribe(Task, id=task)
-        relay.stop_sweeping()  # count the event's queries only, not a sweep's
-        await published()
-        statements.clear()
-        task.title = title
-        await database_sync_to_async(task.save)()
-        for socket in sockets:
-            assert (await socket.receive())["payload"]["title"] == title
-        await published()  # the relay deletes the rows after the event went out
-        for socket in sockets:
-            await socket.close()
-        return len(statements.of_relay())
+        return await relay_queries_for_one_write(live_socket, statements, task, users, title, id=task)
 
     await relay_queries_with(await members(1), "warm-up")  # the relay's connection opens here
     few = await relay_queries_with(await members(2), "few")
@@ -210,3 +173,67 @@ async def test_a_declaration_answers_for_every_user_with_a_fixed_number_of_queri
 
     # TaskRegistration.subscribable_by answers for everyone at once.
     assert many == few
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "undeclared"])
+async def test_a_collections_queries_per_event_follow_the_declarations_not_the_users(
+    domain: Any, live_socket: Any, statements: Any, make_user: Any, replace_registration: Any, declared: bool
+) -> None:
+    if not declared:
+        replace_registration(Task, UndeclaredTaskRegistration)
+    task, website = domain["task"], domain["website"]
+    members = members_of(website, make_user)
+
+    async def relay_queries_with(users: list[Any], title: str) -> int:
+        return await relay_queries_for_one_write(
+            live_socket, statements, task, users, title, filter={"project": website}
+        )
+
+    await relay_queries_with(await members(1), "warm-up")  # the relay's connection opens here
+    few = await relay_queries_with(await members(2), "few")
+    many = await relay_queries_with(await members(12), "many")
+
+    if declared:
+        # TaskRegistration's and ProjectRegistration's declarations answer for every subscriber.
+        assert many == few
+    else:
+        assert many > few
+
+
+async def relay_queries_for_one_write(
+    live_socket: Any, statements: Any, task: Task, users: list[Any], title: str, **target: Any
+) -> int:
+    """The relay's SQL statements for one write of ``task``'s title, seen by ``users``' sockets on ``target``."""
+    sockets = [await live_socket(user) for user in users]
+    for socket in sockets:
+        await socket.subscribe(Task, **target)
+    relay.stop_sweeping()  # count the event's queries only, not a sweep's
+    await published()
+    statements.clear()
+    task.title = title
+    await database_sync_to_async(task.save)()
+    for socket in sockets:
+        frame = await socket.receive()
+        assert (frame["type"], frame["payload"]["title"]) == ("UPDATE_TASK", title)
+    await published()  # the relay deletes the rows after the event went out
+    for socket in sockets:
+        await socket.assert_nothing_pushed(timeout=0.05)
+        await socket.close()
+    return len(statements.of_relay())
+
+
+def members_of(project: Project, make_user: Any) -> Any:
+    """``await members(n)``: ``n`` new members of ``project``."""
+
+    @database_sync_to_async
+    def members(count: int) -> list[Any]:
+        users = [make_user(f"{project.pk}-member{count}-{n}") for n in range(count)]
+        project.members.add(*users)
+        return users
+
+    return members
+
+
+class UndeclaredTaskRegistration(TaskRegistration):
+    def subscribable_by(self, instance: Any) -> None:
+        return None  # ask the viewset, user by user

@@ -423,5 +423,5 @@ async def test_a_wrong_declaration_never_sends_a_payload_the_viewset_refuses(
 
     await write(lambda: Task.objects.create(project=website, title="Hidden", private=True))
 
-    # The collection's list queryset still decides membership; the declaration only answers for objects.
+    # The payload is read for one user of each audience, here bob: his list does not show the task.
     assert await bob.receive_nothing(timeout=0.5)
