@@ -87,6 +87,11 @@ class StormConfig:
     timeout: float = 300.0  # seconds every socket may take to come back
     profile: bool = True
     database_url: str = ""
+    live_settings: str = ""  # JSON: DRF_LIVE settings of the drf-live server, over the per-address cap below
+
+
+#: The DRF_LIVE settings of the drf-live server (``server_on``), with ``--live-settings`` applied by ``run``.
+LIVE_SETTINGS: dict[str, Any] = {"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 100}
 
 
 @dataclass
@@ -268,7 +273,7 @@ def server_on(bench: Bench, kind: ServerKind, tag: str, port: int | None = None)
         server.port = port
         server.process.argv = kind.argv(port, bench.redis.url)
     assert server.process.env is not None
-    server.process.env["DRF_LIVE"] = json.dumps({"MAX_UNAUTHENTICATED_SOCKETS_PER_ADDRESS": 100})
+    server.process.env["DRF_LIVE"] = json.dumps(LIVE_SETTINGS)
     return server
 
 
@@ -331,6 +336,8 @@ def percentile(values: np.ndarray, q: float) -> float | None:
 
 
 def run(config: StormConfig, log: Any = print) -> StormResult:
+    if config.live_settings:
+        LIVE_SETTINGS.update(json.loads(config.live_settings))
     n = config.sockets
     result = StormResult(sockets=n)
     bench = Bench(Config(database_url=config.database_url))
@@ -539,6 +546,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True, help="py-spy the servers")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""))
     parser.add_argument("--output", default="", help="the results as JSON (default test-output/bench/storm-N.json)")
+    parser.add_argument(
+        "--live-settings",
+        default="",
+        help="JSON: DRF_LIVE settings of the drf-live server, e.g. '{\"MAX_UNAUTHENTICATED_SOCKETS\": null}'",
+    )
     args = parser.parse_args(argv)
     config = StormConfig(**{name: getattr(args, name) for name in StormConfig.__dataclass_fields__})
     result = run(config)

@@ -206,7 +206,10 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             # A client that is not reading: the close frame waits behind what it did not
             # read, and the ASGI server drops the connection after its close timeout.
             await self.out.settle()
-            await super().close(code, reason)
+            try:
+                await super().close(code, reason)
+            except OSError:
+                pass  # The client left meanwhile (uvicorn's ClientDisconnected): nothing to close.
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Channels' way to close from the server end: the socket shuts down (``shutdown``)."""

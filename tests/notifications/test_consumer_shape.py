@@ -122,3 +122,37 @@ async def test_every_way_to_close_shuts_down_once(token):
         assert consumer.credential_keys == []
     finally:
         await client.disconnect()
+
+
+def gone_at_close(app: Any) -> Any:
+    """``app`` behind a client that left: sending the close raises, as uvicorn's ``ClientDisconnected`` does."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def send_until_gone(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.close":
+                raise OSError("the client disconnected")
+            await send(message)
+
+        await app(scope, receive, send_until_gone)
+
+    return wrapped
+
+
+async def test_a_close_to_a_client_that_already_left_ends_the_socket_quietly(token: str) -> None:
+    communicator = socket(token, gone_at_close(websocket_application(Inherited)))
+    connected, _ = await communicator.connect()
+    assert connected
+    [consumer] = Inherited.opened
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        consumer.resync("a test")  # in the background, as when the store's connection is lost
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert consumer.closed
+        assert not consumer.tasks  # the shutdown task ended without an exception
+    finally:
+        loop.set_exception_handler(None)
+        await communicator.disconnect()
+    assert unretrieved == []
