@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from .actions import VIEWSET_ACTIONS, WRITE_ACTIONS
+from .actions import REPLY_TYPES, VIEWSET_ACTIONS, WRITE_ACTIONS
 from .conf import live_settings
 from .frame_schemas import (
     TargetSchemas,
@@ -398,7 +398,7 @@ def _viewset_messages(
         if action in WRITE_ACTIONS and action != "destroy":
             properties["data"] = schemas.request or {"type": "object"}
             required.append("data")
-        reply_type = _REPLY_TYPES[action]
+        reply_type = REPLY_TYPES[action]
         response = page if action == "list" else (obj if action == "retrieve" else schemas.response)
         request = doc.message(
             f"{label}.{action}",
@@ -618,14 +618,6 @@ def _channel_description() -> str:
 
 _CONSUMER_ACTIONS = ("subscribe", "unsubscribe", "authenticate", "ping")
 _UNMAPPED = {"type": "object", "description": "What the viewset's serializer returns (its viewset has no retrieve)."}
-_REPLY_TYPES = {
-    "retrieve": "RETRIEVED",
-    "list": "LISTED",
-    "create": "CREATED",
-    "update": "UPDATED",
-    "partial_update": "UPDATED",
-    "destroy": "DESTROYED",
-}
 _ACTIONS = {
     "retrieve": "Read one {label} as GET of it returns it to this user.",
     "list": "Read a page of {label}'s REST list (narrowed to a collection with `filter`).",

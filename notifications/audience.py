@@ -252,10 +252,12 @@ def _declared_member(
     so the declarations of those objects' registrations answer for it; the
     member's own registration answers for the member.
     """
+    if unit.kind == "event":
+        return None  # an application event names no member to decide on
     registration = unit.registration
     pk = registration.decode_id(unit.object_id)
     row = registration.model._base_manager.using(using).filter(pk=pk).first() if pk is not None else None
-    if row is None or unit.kind == "event":
+    if row is None:
         return None
     member = _declared(registration, row, accounts)
     if member is None:

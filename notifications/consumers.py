@@ -28,7 +28,13 @@ from .registration import default_host
 from .registry import Registry, site
 from .relay import relay
 from .streams import Position, control_channel, get_store
-from .subscriptions import SubscriptionSerializer, TargetSerializer, ViewsetRequestSerializer, error_code
+from .subscriptions import (
+    SubscriptionSerializer,
+    TargetSerializer,
+    ViewsetRequestSerializer,
+    error_code,
+    visible_target,
+)
 from .targets import Target, session_group, token_group, user_group, user_key
 
 logger = logging.getLogger("notifications.consumers")
@@ -438,7 +444,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             position = await self._register(subscription)
             self.hub.track(target.stream, subscription.user)
             tracked = True
-            await self.send_snapshot(subscription, position, content, data, request_id)
+            await self.send_snapshot(subscription, position, data, request_id)
         except Exception as exc:
             # No SUBSCRIBED reply (the user may not see the target, the store is
             # down): no events either.
@@ -464,7 +470,6 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self,
         subscription: Subscription,
         position: Position,
-        content: dict[str, Any],
         data: dict[str, Any],
         request_id: Any,
     ) -> None:
@@ -484,7 +489,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             )
         # Recovered, an object needs no read; a collection, the ids of its members now.
         read = "full" if texts is None else "members" if target.is_collection else None
-        data, payload, members = await self.admit(subscription, content, read)
+        data, payload, members = await self.admit(subscription, data, read)
         if texts is not None:
             subscription.seq = replay.position.seq
             subscription.epoch = replay.position.epoch
@@ -519,14 +524,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
 
     @database_sync_to_async
     def admit(
-        self, subscription: Subscription, content: dict[str, Any], read: str | None
+        self, subscription: Subscription, data: dict[str, Any], read: str | None
     ) -> tuple[dict[str, Any], Any, dict[str, bool] | None]:
         """May this user see the target (``not_found`` if not), and, in the same trip, its snapshot.
 
-        ``read``: ``"full"`` (the payload, and a collection's members),
-        ``"members"`` (a collection's members only) or None (nothing).
+        ``data``: the request as validated without the database. ``read``:
+        ``"full"`` (the payload, and a collection's members), ``"members"`` (a
+        collection's members only) or None (nothing).
         """
-        data = self._validated(SubscriptionSerializer, content, {})
+        instance = visible_target(data, self.user, self.host)
+        if instance is None:
+            raise RequestError("not_found")
+        data = {**data, "instance": instance}
         if read is None:
             return data, None, None
         payload, members = self._read_snapshot(subscription, data, members_only=read == "members")

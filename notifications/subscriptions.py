@@ -95,21 +95,10 @@ class SubscriptionSerializer(TargetSerializer):
             if "id" in attrs and attrs["registration"].decode_id(attrs["id"]) is None:
                 raise serializers.ValidationError("No such object.", code=NOT_FOUND)
             return attrs
-        registration = attrs["registration"]
-        user = self.context["user"]
-        host = self.context.get("host")
-        target: Target = attrs["target"]
-        if target.is_collection:
-            found = registration.get_visible_collection(user, dict(attrs["filter"]), host=host)
-            if found is None:
-                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
-            attrs["instance"] = found
-        else:
-            pk = registration.decode_id(attrs["id"])
-            instance = registration.get_visible(user, pk, host=host) if pk is not None else None
-            if instance is None:
-                raise serializers.ValidationError("No such object.", code=NOT_FOUND)
-            attrs["instance"] = instance
+        instance = visible_target(attrs, self.context["user"], self.context.get("host"))
+        if instance is None:
+            raise serializers.ValidationError("No such object.", code=NOT_FOUND)
+        attrs["instance"] = instance
         return attrs
 
     def get_group_name(self) -> str:
@@ -117,6 +106,16 @@ class SubscriptionSerializer(TargetSerializer):
         if not hasattr(self, "_validated_data"):
             raise AssertionError("You must call `.is_valid()` before calling `.get_group_name()`.")
         return self.validated_data["group"]
+
+
+def visible_target(attrs: dict[str, Any], user: Any, host: str | None) -> Any | None:
+    """The object (or a collection's queryset) ``attrs`` names, if ``user`` may see it; else None."""
+    registration = attrs["registration"]
+    target: Target = attrs["target"]
+    if target.is_collection:
+        return registration.get_visible_collection(user, dict(attrs["filter"]), host=host)
+    pk = registration.decode_id(attrs["id"])
+    return registration.get_visible(user, pk, host=host) if pk is not None else None
 
 
 def error_code(errors: Any) -> tuple[str, list[str]]:
