@@ -185,12 +185,25 @@ def record_control(kind: str, data: dict[str, Any], *, using: str | None = None)
 def append(kind: str, model: str, object_id: str, data: dict[str, Any], *, using: str | None = None) -> None:
     """Write one outbox entry in the current transaction; the relay is told once it commits."""
     from . import outbox  # not at import time: the app's models load after the package
+    from .conf import live_settings
+    from .relay import relay
 
     using = using or DEFAULT_DB_ALIAS
     # In a block of its own when none is open (a logout, a signal outside a
-    # transaction): the relay is told on commit, after the row exists.
+    # transaction): the relay is told on commit, after the row exists. The row
+    # is leased to this process's relay as it is written, so that the relay
+    # needs no claim of its own (a write) after the commit.
     with transaction.atomic(using=using, savepoint=False):
-        outbox.append(using, transaction_token(using), kind, model, object_id, data)
+        outbox.append(
+            using,
+            transaction_token(using),
+            kind,
+            model,
+            object_id,
+            data,
+            owner=relay.owner,
+            lease=float(live_settings.OUTBOX_GRACE),
+        )
 
 
 def transaction_token(using: str) -> str:

@@ -1,10 +1,11 @@
 """The transactional outbox: changes written with the data, claimed and deleted by the relay.
 
 Rows are appended in the writer's transaction (``changes``), so they exist
-exactly when the write committed. The writing process claims its own
-transaction's rows right after the commit; a row nobody claimed within
-``OUTBOX_GRACE`` seconds, or whose lease ran out (its claimer died or failed),
-is claimed by any process that sweeps. A claim is a lease, not a lock: on
+exactly when the write committed. The writing process leases them to its own
+relay as it writes them, for ``OUTBOX_GRACE`` seconds (renewed if the relay
+needs longer), and its relay publishes them right after the commit; a row whose
+lease ran out (its writer or claimer died or failed), or that nobody leased, is
+claimed by any process that sweeps once ``OUTBOX_GRACE`` seconds have passed. A claim is a lease, not a lock: on
 PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` keeps two sweepers off the
 same rows, and a row is deleted only once published.
 """
@@ -27,21 +28,74 @@ LOST = "lost"
 PUBLISHED = "_published"
 
 
-def append(using: str, token: str, kind: str, model: str, object_id: str, data: dict[str, Any]) -> None:
+def append(
+    using: str,
+    token: str,
+    kind: str,
+    model: str,
+    object_id: str,
+    data: dict[str, Any],
+    *,
+    owner: str = "",
+    lease: float | None = None,
+) -> None:
+    """Write one row; with ``owner``, leased to that relay for ``lease`` seconds from now, as one claim.
+
+    The writing process leases its own rows in its transaction, so that its
+    relay needs no claim of its own after the commit: it reads them
+    (``take_transactions``). Should the process die before publishing them,
+    the lease runs out and a sweep takes them.
+    """
+    now = time.time()
     OutboxEntry.objects.using(using).create(
-        txn=token, created=time.time(), kind=kind, model=model, object_id=object_id, data=data
+        txn=token,
+        created=now,
+        kind=kind,
+        model=model,
+        object_id=object_id,
+        data=data,
+        owner=owner,
+        lease_until=None if not owner or lease is None else now + lease,
+        attempts=1 if owner else 0,
     )
 
 
-def claim_transactions(using: str, tokens: list[str], owner: str, lease: float) -> list[OutboxEntry]:
-    """The unclaimed rows of these committed transactions, now leased to ``owner``, in the order written."""
+@dataclass
+class Taken:
+    """What ``take_transactions`` found: the rows, and the marks of rows the outbox dropped."""
+
+    rows: list[OutboxEntry]
+    lost: list[int]
+
+
+def take_transactions(using: str, tokens: list[str], owner: str, lease: float, margin: float) -> Taken:
+    """The rows of these committed transactions that ``owner`` leased when writing them, in the order written.
+
+    One ``SELECT``, which also finds the ``LOST`` marks to settle first. A lease
+    that runs out within ``margin`` seconds (a long transaction, a busy relay)
+    is renewed to ``lease`` seconds, unless a sweep took its rows meanwhile:
+    those are left to the sweep.
+    """
     entries = OutboxEntry.objects.using(using)
-    claimed = entries.filter(txn__in=tokens, lease_until__isnull=True).update(
-        lease_until=time.time() + lease, owner=owner, attempts=F("attempts") + 1
-    )
-    if not claimed:
-        return []
-    return list(entries.filter(txn__in=tokens, owner=owner).order_by("id"))
+    now = time.time()
+    found = list(entries.filter(Q(txn__in=tokens, owner=owner) | Q(kind=LOST)).order_by("id"))
+    lost = [row.id for row in found if row.kind == LOST]
+    rows = [row for row in found if row.kind != LOST]
+    short = {row.id for row in rows if row.lease_until is None or row.lease_until < now + margin}
+    if short:
+        kept = renew(using, sorted(short), owner, lease)
+        rows = [row for row in rows if row.id in kept or row.id not in short]
+        for row in rows:
+            if row.id in kept:
+                row.lease_until = now + lease
+    return Taken(rows, lost)
+
+
+def renew(using: str, ids: Sequence[int], owner: str, lease: float) -> set[int]:
+    """Extend ``owner``'s lease on these rows to ``lease`` seconds from now; the ids it still held."""
+    entries = OutboxEntry.objects.using(using).filter(id__in=list(ids), owner=owner)
+    entries.update(lease_until=time.time() + lease)
+    return set(entries.values_list("id", flat=True))
 
 
 def claim_stale(using: str, owner: str, lease: float, grace: float, limit: int) -> list[OutboxEntry]:
@@ -88,6 +142,11 @@ def retry_later(using: str, ids: Sequence[int], delay: float, published: Collect
         if first is not None:
             entries.filter(id=first[0]).update(data={**first[1], PUBLISHED: sorted(published)})
     entries.filter(id__in=list(ids)).update(lease_until=time.time() + delay, owner="")
+
+
+def release(using: str, owner: str) -> int:
+    """Give back every row ``owner`` holds: any sweeper may take them at once; how many."""
+    return OutboxEntry.objects.using(using).filter(owner=owner).update(lease_until=time.time(), owner="")
 
 
 def published(rows: Iterable[OutboxEntry]) -> set[str]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, connections
 
 from . import metrics, outbox
 from .audience import decide
@@ -66,7 +66,19 @@ class Relay:
         self._current: tuple[str, list[OutboxEntry]] | None = None
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
+        # Renews leases while one transaction takes long to publish (``_keep_leases``).
+        self._keeper: threading.Thread | None = None
+        self._publishing = threading.Event()
         self._busy = False
+        # Published rows not deleted yet (``_forget``): deleted together, a little later.
+        self._published: dict[str, list[OutboxEntry]] = {}
+        self._published_since: float | None = None
+        # LOST marks seen by ``take_transactions``: settled before anything newer goes out.
+        self._lost: dict[str, list[int]] = {}
+        self._flushing = 0
+        # Whether the thread holds database connections, and when it last used them.
+        self._connected = False
+        self._last_work = 0.0
         self._sweeping = False
         self._next_sweep = 0.0
         self._logged_down = 0.0
@@ -100,66 +112,100 @@ class Relay:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="drf-live-relay", daemon=True)
             self._thread.start()
+        if self._keeper is None or not self._keeper.is_alive():
+            self._keeper = threading.Thread(target=self._keep_leases, name="drf-live-relay-leases", daemon=True)
+            self._keeper.start()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every transaction handed over so far is published (or left for a sweep)."""
         deadline = time.monotonic() + timeout
         with self._condition:
-            while self._kicks or self._claimed or self._busy:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
-                    return not (self._kicks or self._claimed or self._busy)
-                self._condition.wait(remaining)
+            self._flushing += 1
+            self._condition.notify_all()
+            try:
+                while self._kicks or self._claimed or self._busy or self._published or self._connected:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                        return not (self._kicks or self._claimed or self._busy)
+                    self._condition.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._kicks and not self._claimed and not self._sweep_due():
-                    self._condition.wait(self._sweep_wait())
+                while not (
+                    self._kicks or self._claimed or self._sweep_due() or self._deletes_due() or self._release_due()
+                ):
+                    self._condition.wait(self._wait())
                 kicks = list(self._kicks)
                 self._kicks.clear()
                 self._busy = True
+                worked = bool(kicks or self._claimed or self._sweep_due() or self._deletes_due())
+            failed = False
             try:
-                # Lease every transaction handed over so far before publishing the first: a
+                # Take every transaction handed over so far before publishing the first: a
                 # sweeper takes only rows nobody holds, so a busy relay keeps its own, and one
                 # writer's transactions go out in the order they committed.
                 self._claim(kicks)
+                self._renew_leases()
+                if self._deletes_due():
+                    self._delete_published()
                 if self._claimed:
-                    using, rows = self._claimed.popleft()
-                    self._current = (using, rows)
+                    with self._condition:
+                        using, rows = self._claimed.popleft()
+                        self._current = (using, rows)
                     try:
-                        self.publish_rows(using, rows)
+                        # Unless a sweep took them when their lease ran out: it publishes them.
+                        if all(row.owner == self.owner for row in rows):
+                            self._publishing.set()
+                            self.publish_rows(using, rows)
                     finally:
-                        self._current = None
+                        self._publishing.clear()
+                        with self._condition:
+                            self._current = None
                 elif self._sweep_due():
                     self._next_sweep = time.monotonic() + float(live_settings.OUTBOX_SWEEP_INTERVAL)
                     self.sweep()
             except Exception:
+                failed = True
                 logger.exception("The drf-live relay failed; the rows stay in the outbox for the next sweep")
             finally:
-                try:
-                    close_old_connections()
-                except Exception:  # noqa: BLE001 - a broken connection is replaced on next use
-                    logger.debug("Could not close the relay's database connections", exc_info=True)
+                if self._flushing:
+                    self._delete_published()
+                # The thread keeps its database connection while work keeps coming (opening
+                # one costs more than the relay's own work for a write nobody is subscribed
+                # to), and lets it go after a failure, when idle, and when flushed.
+                if failed or self._flushing or (not worked and self._release_due()):
+                    try:
+                        connections.close_all()
+                    except Exception:  # noqa: BLE001 - a broken connection is replaced on next use
+                        logger.debug("Could not close the relay's database connections", exc_info=True)
+                    self._connected = False
+                elif worked:
+                    self._connected = True
+                    self._last_work = time.monotonic()
                 with self._condition:
                     self._busy = False
                     self._condition.notify_all()
 
     def release_leases(self) -> None:
-        """Give back every row this relay leased and has not published (the process is exiting).
+        """Give back every row this relay holds and has not published (the process is exiting).
 
-        Without it they would wait out their lease (``OUTBOX_LEASE``) before a
-        sweep may take them; given back, the next sweep does.
+        That is, the rows of transactions handed over and not published yet, and
+        those being published. Without it they would wait out their lease before
+        a sweep may take them; given back, the next sweep does.
         """
         with self._condition:
-            held = list(self._claimed) + ([self._current] if self._current is not None else [])
             self._claimed.clear()
-        for using, rows in held:
+            self._kicks.clear()
+        self._delete_published()
+        for using in outbox.databases():
             try:
-                outbox.retry_later(using, [row.id for row in rows], 0.0)
+                outbox.release(using, self.owner)
             except Exception:  # noqa: BLE001 - exiting: the leases run out on their own
-                logger.warning("Could not give back outbox rows %s", [row.id for row in rows], exc_info=True)
+                logger.warning("Could not give back the outbox rows of %r", using, exc_info=True)
 
     def _claim_handed_over(self) -> None:
         """Lease what was handed over meanwhile, between two events: a long backlog keeps its rows."""
@@ -172,22 +218,120 @@ class Relay:
             self._claim(kicks)
 
     def _claim(self, kicks: list[tuple[str, str]]) -> None:
+        """Take the rows of the transactions handed over: leased to this relay since they were written."""
         tokens: dict[str, list[str]] = {}
         for using, token in kicks:
             tokens.setdefault(using, []).append(token)
-        lease = float(live_settings.OUTBOX_LEASE)
         for using, batch in tokens.items():
-            rows = outbox.claim_transactions(using, batch, self.owner, lease)
+            taken = outbox.take_transactions(using, batch, self.owner, float(live_settings.OUTBOX_LEASE), _margin())
+            if taken.lost:
+                self._lost[using] = taken.lost
             by_token: dict[str, list[OutboxEntry]] = {}
-            for row in rows:
+            for row in taken.rows:
                 by_token.setdefault(row.txn, []).append(row)
-            self._claimed.extend((using, by_token[token]) for token in batch if token in by_token)
+            with self._condition:
+                self._claimed.extend((using, by_token[token]) for token in batch if token in by_token)
+
+    def _held(self) -> list[tuple[str, list[OutboxEntry]]]:
+        """The transactions this relay holds and has not published: the one in hand, and those waiting."""
+        with self._condition:
+            return ([self._current] if self._current is not None else []) + list(self._claimed)
+
+    def _renew_leases(self) -> None:
+        """Renew the leases of every transaction held here if the first runs out soon (a backlog, a slow event).
+
+        The relay's thread does between two transactions, and the keeper's
+        thread while one takes long. Rows a sweep took meanwhile (their lease
+        had run out) are marked, and left to it.
+        """
+        held = self._held()
+        if not held or min(row.lease_until or 0.0 for _using, rows in held for row in rows) - time.time() >= _margin():
+            return
+        lease = float(live_settings.OUTBOX_LEASE)
+        ids: dict[str, list[int]] = {}
+        for using, rows in held:
+            ids.setdefault(using, []).extend(row.id for row in rows)
+        kept = {using: outbox.renew(using, batch, self.owner, lease) for using, batch in ids.items()}
+        until = time.time() + lease
+        for using, rows in held:
+            for row in rows:
+                if row.id in kept[using]:
+                    row.lease_until = until
+                else:
+                    row.owner = ""
+
+    def _keep_leases(self) -> None:
+        """The keeper's thread: while the relay publishes, renew what it holds before a lease runs out."""
+        while True:
+            self._publishing.wait()
+            try:
+                self._renew_leases()
+            except Exception:  # noqa: BLE001 - the relay's thread renews too, between transactions
+                logger.warning("Could not renew the relay's outbox leases", exc_info=True)
+            finally:
+                connections.close_all()
+            time.sleep(min(_margin() / 4, 0.25))
+
+    def _forget(self, using: str, rows: list[OutboxEntry]) -> None:
+        """Published rows: deleted soon, with others (one ``DELETE`` for many transactions).
+
+        From another thread than the relay's (a test, a command), at once. A row
+        whose delete never comes (the process died) is taken by a sweep when its
+        lease runs out, and a retried event is not committed twice.
+        """
+        if threading.current_thread() is not self._thread:
+            outbox.delete(using, [row.id for row in rows])
+            return
+        with self._condition:
+            self._published.setdefault(using, []).extend(rows)
+            if self._published_since is None:
+                self._published_since = time.monotonic()
+
+    def _deletes_due(self) -> bool:
+        if not self._published or self._published_since is None:
+            return False
+        if self._flushing or time.monotonic() - self._published_since >= DELETE_DELAY:
+            return True
+        pending = [row for rows in self._published.values() for row in rows]
+        if len(pending) >= DELETE_BATCH:
+            return True
+        # Before a lease runs out: a sweep would take the rows and publish them again.
+        return min(row.lease_until or 0.0 for row in pending) - time.time() < _margin()
+
+    def _delete_published(self) -> None:
+        with self._condition:
+            published = self._published
+            self._published = {}
+            self._published_since = None
+        try:
+            for using, rows in published.items():
+                outbox.delete(using, [row.id for row in rows])
+        except Exception:
+            # Published but still in the outbox: a sweep takes them once their lease runs out,
+            # and the history keeps their events from being committed twice.
+            logger.warning("Could not delete published outbox rows", exc_info=True)
+        finally:
+            with self._condition:
+                self._condition.notify_all()
 
     def _sweep_due(self) -> bool:
         return self._sweeping and time.monotonic() >= self._next_sweep
 
-    def _sweep_wait(self) -> float | None:
-        return max(self._next_sweep - time.monotonic(), 0.01) if self._sweeping else None
+    def _release_due(self) -> bool:
+        """Whether the thread should close its database connections: flushed, or idle for a while."""
+        return self._connected and (bool(self._flushing) or time.monotonic() - self._last_work >= CONNECTION_IDLE)
+
+    def _wait(self) -> float | None:
+        """How long the thread may sleep: until the next sweep, until published rows are due for
+        deletion, or until its idle database connections are due to close."""
+        waits = []
+        if self._connected:
+            waits.append(max(self._last_work + CONNECTION_IDLE - time.monotonic(), 0.01))
+        if self._sweeping:
+            waits.append(max(self._next_sweep - time.monotonic(), 0.01))
+        if self._published_since is not None:
+            waits.append(max(self._published_since + DELETE_DELAY - time.monotonic(), 0.01))
+        return min(waits) if waits else None
 
     # Publishing -------------------------------------------------------------------
 
@@ -228,7 +372,7 @@ class Relay:
         retry = max(row.attempts for row in rows) > 1
         try:
             # Rows dropped at OUTBOX_LIMIT are announced (every epoch rotates) before anything newer.
-            self._settle_losses(using)
+            self._settle_seen_losses(using)
             created = max(row.created for row in rows)
             waiting: Exception | None = None
             units = [unit for unit in plan(rows, using) if unit_key(unit) not in done]  # not published before
@@ -270,7 +414,7 @@ class Relay:
                 outbox.retry_later(using, ids, float(live_settings.OUTBOX_RETRY_DELAY), done)
                 return
             self._give_up(using, rows, attempts)
-        outbox.delete(using, ids)
+        self._forget(using, rows)
 
     def _give_up(self, using: str, rows: list[OutboxEntry], attempts: int) -> None:
         """Rows that failed every attempt: say so with new epochs, so that no client recovers across them."""
@@ -347,6 +491,15 @@ class Relay:
         if lost:
             get_store().rotate_all()
             outbox.delete(using, lost)
+        self._lost.pop(using, None)
+
+    def _settle_seen_losses(self, using: str) -> None:
+        """``_settle_losses`` for the marks the last ``take_transactions`` saw, without a query of its own.
+
+        Publishing from another thread (a test, a command), it looks itself.
+        """
+        if threading.current_thread() is not self._thread or self._lost.get(using):
+            self._settle_losses(using)
 
     def _log_down(self, message: str, *args: Any) -> None:
         self.stats.failed += 1
@@ -359,6 +512,17 @@ class Relay:
 
 #: The progress key of a transaction's control messages (``outbox.retry_later``).
 CONTROL = "control"
+
+#: Seconds published rows wait to be deleted together, and how many are deleted at once at most.
+DELETE_DELAY = 0.2
+DELETE_BATCH = 500
+#: Seconds without work after which the relay's thread closes its database connections.
+CONNECTION_IDLE = 1.0
+
+
+def _margin() -> float:
+    """A lease that runs out sooner than this is renewed before publishing (or its rows deleted first)."""
+    return float(live_settings.OUTBOX_GRACE) / 2
 
 
 def unit_key(unit: Unit) -> str:

@@ -189,6 +189,8 @@ class _MemoryStream:
     held_by: str | None = None
     users: dict[str, float] = field(default_factory=dict)  # user -> registered until (monotonic)
     history: deque[tuple[float, dict[str, Any]]] = field(default_factory=deque)
+    # The event ids of the history's messages, by seq (``commit``'s ``event``).
+    events: dict[int, str] = field(default_factory=dict)
     touched: float = field(default_factory=time.monotonic)
 
 
@@ -241,7 +243,8 @@ class MemoryStreamStore:
             }
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
-        # One process holds both the relay and this store: no attempt can commit and lose its reply.
+        # One process holds both the relay and this store, so no reply is ever lost; but a
+        # published transaction's rows are deleted a little later, and a retry may find it here.
         with self._lock:
             stream = self._get(claim.stream)
             if stream.held_by != claim.token:
@@ -250,11 +253,18 @@ class MemoryStreamStore:
             self._lock.notify_all()
             if str(stream.version) != claim.version:
                 return None
+            if retry and event:
+                for seq, committed in stream.events.items():
+                    if committed == event:
+                        return seq
             stream.seq += 1
             message = {"seq": stream.seq, "epoch": stream.epoch, **entry}
             stream.history.append((time.monotonic(), message))
+            if event:
+                stream.events[stream.seq] = event
             while len(stream.history) > live_settings.HISTORY_LENGTH:
-                stream.history.popleft()
+                _at, dropped = stream.history.popleft()
+                stream.events.pop(dropped["seq"], None)
             seq = stream.seq
         self.publish(claim.stream, message)
         return seq
@@ -278,6 +288,7 @@ class MemoryStreamStore:
                 stream = self._get(name)
                 stream.epoch = f"{self._generation}.{new_epoch()}"
                 stream.history.clear()
+                stream.events.clear()
                 epoch = stream.epoch
             self.publish(name, {"type": "rotate", "epoch": epoch})
 
@@ -287,6 +298,7 @@ class MemoryStreamStore:
             for stream in self._streams.values():
                 stream.epoch = f"{self._generation}.{new_epoch()}"
                 stream.history.clear()
+                stream.events.clear()
         self.publish(control_channel(), {"type": "rotate-all"})
 
     # The sockets' side

@@ -74,9 +74,12 @@ async def killed_writer(env: dict[str, str], imports: str, write: str) -> int:
 
 
 def waiting_rows(shell: Shell, dead_pid: int) -> list[dict[str, Any]]:
-    """The outbox rows now; none may be leased to the dead writer (it died before its relay claimed them)."""
+    """The outbox rows now: leased to the dead writer's relay as they were written, for OUTBOX_GRACE (1 s).
+
+    Nobody else may publish them before that lease runs out; then a server's sweep takes them.
+    """
     rows = outbox(shell)
-    assert not [row for row in rows if row["owner"].startswith(f"{dead_pid}-")], rows
+    assert rows and all(row["owner"].startswith(f"{dead_pid}-") for row in rows), rows
     return rows
 
 
@@ -98,7 +101,7 @@ async def test_a_change_whose_writer_was_killed_after_the_commit_is_delivered_by
                 f"    task = Task.objects.get(pk={task['id']!r})\n    task.title = 'committed, then killed'\n"
                 "    task.save()",
             )
-            # The row committed with the write, and waits (a sweep takes it after OUTBOX_GRACE, 1 s).
+            # The row committed with the write, and waits (a sweep takes it when its lease runs out, 1 s).
             rows = await asyncio.to_thread(waiting_rows, shell, pid)
             assert [(row["kind"], row["model"], row["object_id"]) for row in rows] == [
                 ("update", "api.task", task["id"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from notifications import outbox
 from notifications.models import OutboxEntry
@@ -62,38 +64,91 @@ def test_the_outbox_is_the_drf_live_table() -> None:
     assert outbox.databases() == [DB]
 
 
-# claim_transactions: the writer's own rows, right after its commit ---------------------
-
-
-def test_claim_transactions_takes_the_unclaimed_rows_of_that_transaction_only() -> None:
-    first, second = row("t1"), row("t1")
-    other = row("t2")
-    taken_by_someone = row("t1", lease_until=time.time() + LEASE, owner="sweeper")
+def test_append_with_an_owner_leases_the_row_to_it_as_it_is_written() -> None:
     before = time.time()
 
-    claimed = outbox.claim_transactions(DB, ["t1"], "me", LEASE)
+    outbox.append(DB, "t1", "update", "api.task", "Xk3Lp9q", {}, owner="writer", lease=1.0)
 
-    assert ids(claimed) == [first.id, second.id]
-    assert all(entry.owner == "me" for entry in claimed)
-    assert all(before + LEASE <= entry.lease_until <= time.time() + LEASE for entry in claimed)
-    other.refresh_from_db()
-    taken_by_someone.refresh_from_db()
-    assert other.lease_until is None and other.owner == ""
-    assert taken_by_someone.owner == "sweeper"
-
-
-def test_claim_transactions_twice_takes_nothing_the_second_time() -> None:
-    row("t1")
-    outbox.claim_transactions(DB, ["t1"], "me", LEASE)
-
-    assert outbox.claim_transactions(DB, ["t1"], "me", LEASE) == []
-    assert outbox.claim_transactions(DB, ["t1"], "another", LEASE) == []
+    [entry] = OutboxEntry.objects.all()
+    assert entry.owner == "writer" and entry.attempts == 1
+    assert before + 1.0 <= entry.lease_until <= time.time() + 1.0
+    # Nobody else takes it within its lease; once it runs out (the writer died), a sweep does.
+    assert outbox.claim_stale(DB, "sweeper", LEASE, grace=0.0, limit=100) == []
+    OutboxEntry.objects.update(lease_until=time.time() - 0.1)
+    [taken] = outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
+    assert taken.owner == "sweeper" and taken.attempts == 2
 
 
-def test_claim_transactions_of_an_unknown_token_takes_nothing() -> None:
-    row("t1")
+# take_transactions: the writer's own rows, right after its commit ----------------------
 
-    assert outbox.claim_transactions(DB, ["nope"], "me", LEASE) == []
+
+def mine(txn: str, *, lease: float = LEASE, owner: str = "me") -> OutboxEntry:
+    """A row as ``changes`` writes it: leased to its writer's relay for ``lease`` seconds."""
+    return row(txn, lease_until=time.time() + lease, owner=owner)
+
+
+def test_take_transactions_reads_the_owners_rows_of_those_transactions_only() -> None:
+    first, second = mine("t1"), mine("t1")
+    mine("t2")
+    mine("t1", owner="sweeper")  # its lease ran out and a sweep took it
+    row("t1")  # nobody's
+
+    with CaptureQueriesContext(connection) as queries:
+        taken = outbox.take_transactions(DB, ["t1"], "me", LEASE, margin=0.5)
+
+    assert ids(taken.rows) == [first.id, second.id] and taken.lost == []
+    assert len(queries) == 1  # a read: the rows were leased when written
+
+
+def test_take_transactions_finds_the_lost_marks_in_the_same_read() -> None:
+    mark = row("lost", kind=outbox.LOST)
+    first = mine("t1")
+
+    with CaptureQueriesContext(connection) as queries:
+        taken = outbox.take_transactions(DB, ["t1"], "me", LEASE, margin=0.5)
+
+    assert ids(taken.rows) == [first.id] and taken.lost == [mark.id]
+    assert len(queries) == 1
+
+
+def test_take_transactions_renews_a_lease_about_to_run_out() -> None:
+    # A transaction that took longer than its lease, or a relay that fell behind.
+    short = mine("t1", lease=0.1)
+    gone = mine("t1", lease=-1.0)
+    before = time.time()
+
+    taken = outbox.take_transactions(DB, ["t1"], "me", LEASE, margin=0.5)
+
+    assert ids(taken.rows) == [short.id, gone.id]
+    for entry in [short, gone]:
+        entry.refresh_from_db()
+        assert entry.owner == "me" and before + LEASE <= entry.lease_until <= time.time() + LEASE
+    # A sweep cannot take them now.
+    assert outbox.claim_stale(DB, "sweeper", LEASE, grace=0.0, limit=100) == []
+
+
+def test_take_transactions_leaves_rows_a_sweep_took_before_the_renewal() -> None:
+    late = mine("t1", lease=-1.0)
+    [swept] = outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
+    assert swept.id == late.id
+
+    assert outbox.take_transactions(DB, ["t1"], "me", LEASE, margin=0.5).rows == []
+    late.refresh_from_db()
+    assert late.owner == "sweeper"
+
+
+def test_renew_extends_only_the_owners_rows_and_says_which() -> None:
+    kept, taken = mine("t1", lease=0.1), mine("t1", lease=0.1, owner="sweeper")
+
+    assert outbox.renew(DB, [kept.id, taken.id], "me", LEASE) == {kept.id}
+    taken.refresh_from_db()
+    assert taken.lease_until < time.time() + 1
+
+
+def test_take_transactions_of_an_unknown_token_takes_nothing() -> None:
+    mine("t1")
+
+    assert outbox.take_transactions(DB, ["nope"], "me", LEASE, margin=0.5).rows == []
 
 
 # claim_stale: what the sweep takes ----------------------------------------------------
@@ -147,7 +202,7 @@ def test_claim_stale_takes_a_long_transaction_whole() -> None:
     claimed = outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
 
     assert ids(claimed) == ids(written)
-    assert outbox.claim_transactions(DB, ["long"], "writer", LEASE) == []
+    assert outbox.take_transactions(DB, ["long"], "writer", LEASE, margin=0.5).rows == []
 
 
 def test_claim_stale_returns_the_rows_in_the_order_they_were_written() -> None:
@@ -171,18 +226,18 @@ def test_claim_stale_never_takes_the_lost_mark() -> None:
 
 
 def test_rows_claimed_by_a_sweep_are_not_taken_by_another() -> None:
-    row("t1", age=10.0)
+    row("t1", age=10.0, lease_until=time.time() - 9.0, owner="writer")  # the writer died
     outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)
 
     assert outbox.claim_stale(DB, "other", LEASE, grace=5.0, limit=100) == []
-    assert outbox.claim_transactions(DB, ["t1"], "writer", LEASE) == []
+    assert outbox.take_transactions(DB, ["t1"], "writer", LEASE, margin=0.5).rows == []
 
 
 # retry_later, delete, backlog ---------------------------------------------------------
 
 
 def test_retry_later_gives_the_rows_back_after_the_delay() -> None:
-    [entry] = outbox.claim_transactions(DB, [row("t1").txn], "me", LEASE)
+    entry = mine("t1")
     before = time.time()
 
     outbox.retry_later(DB, [entry.id], delay=30.0)
@@ -192,16 +247,15 @@ def test_retry_later_gives_the_rows_back_after_the_delay() -> None:
     assert before + 30.0 <= entry.lease_until <= time.time() + 30.0
     # Nobody takes them before the delay, not even the writer's own relay...
     assert outbox.claim_stale(DB, "sweeper", LEASE, grace=0.0, limit=100) == []
-    assert outbox.claim_transactions(DB, ["t1"], "me", LEASE) == []
+    assert outbox.take_transactions(DB, ["t1"], "me", LEASE, margin=0.5).rows == []
     # ...and any sweeper after it.
     outbox.retry_later(DB, [entry.id], delay=0.0)
     assert ids(outbox.claim_stale(DB, "sweeper", LEASE, grace=5.0, limit=100)) == [entry.id]
 
 
 def test_retry_later_keeps_what_was_published_on_a_row_that_outlived_the_trim() -> None:
-    row("t1"), row("t1"), row("t2")
-    first, second = outbox.claim_transactions(DB, ["t1"], "me", LEASE)
-    kept = outbox.claim_transactions(DB, ["t2"], "me", LEASE)
+    first, second = mine("t1"), mine("t1")
+    kept = [mine("t2")]
 
     outbox.delete(DB, [first.id])  # trimmed by OUTBOX_LIMIT between the claim and the retry
     outbox.retry_later(DB, [first.id, second.id], delay=0.0, published=["shard-0"])

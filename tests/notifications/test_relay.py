@@ -27,6 +27,7 @@ import notifications
 from api.models import Project, Task
 from api.serializers import UserSerializer
 from notifications import changes, outbox, streams
+from notifications import relay as relay_module
 from notifications.frames import event_text
 from notifications.models import OutboxEntry
 from notifications.plan import Unit, plan
@@ -118,7 +119,7 @@ def position(target: Target, user: Any) -> Position:
 def committed_rows() -> list[OutboxEntry]:
     """The rows of the one transaction in the outbox, claimed as the writer's relay claims them."""
     [token] = set(OutboxEntry.objects.values_list("txn", flat=True))
-    return outbox.claim_transactions(DB, [token], relay.owner, 60.0)
+    return outbox.take_transactions(DB, [token], relay.owner, 60.0, margin=0.5).rows
 
 
 def frame(message: dict[str, Any], variant: str, audience: str) -> dict[str, Any]:
@@ -730,6 +731,93 @@ def test_flush_waits_until_the_committed_transaction_is_published(domain: dict[s
     assert set(bus.threads) == {"drf-live-relay"}
 
 
+def test_the_writers_relay_publishes_without_claiming_and_deletes_in_one_statement(
+    domain: dict[str, Any], bus: Bus, settings: Any, statements: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows are leased to this process's relay as they are written: after the commit it
+    # only reads them. Published rows are deleted together, later (here: at the flush).
+    settings.DRF_LIVE = {"OUTBOX_GRACE": 30.0}
+    monkeypatch.setattr(relay_module, "DELETE_DELAY", 30.0)
+    task, bob = domain["task"], domain["bob"]
+    subscribe(task_target(task), bob)
+    statements.clear()
+
+    for n in range(5):
+        task.title = f"Write {n}"
+        task.save()
+    deadline = time.monotonic() + 5
+    while len(bus.events(task_target(task).stream)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(bus.events(task_target(task).stream)) == 5
+    assert OutboxEntry.objects.count() == 5  # published, not deleted yet
+    assert relay.flush(timeout=5) is True
+
+    assert not OutboxEntry.objects.exists()
+    of_relay = [sql.lstrip().split(None, 1)[0].upper() for sql in statements.of_relay()]
+    outbox_writes = [
+        sql
+        for sql in statements.of_relay()
+        if "drf_live_outbox" in sql and not sql.lstrip().upper().startswith("SELECT")
+    ]
+    assert "UPDATE" not in of_relay
+    assert len(outbox_writes) == 1 and outbox_writes[0].lstrip().upper().startswith("DELETE")
+
+
+def test_an_event_slower_to_publish_than_its_lease_keeps_its_rows_from_a_sweep(
+    domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows were leased for OUTBOX_GRACE (1 s) as they were written; deciding takes 1.5 s.
+    task, bob = domain["task"], domain["bob"]
+    target = task_target(task)
+    subscribe(target, bob)
+    original = relay.publish_unit
+    started = threading.Event()
+
+    def slow(unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
+        started.set()
+        time.sleep(1.5)
+        original(unit, using, event, retry)
+
+    monkeypatch.setattr(relay, "publish_unit", slow)
+    task.title = "Slow to decide"
+    task.save()
+    assert started.wait(5)
+    time.sleep(1.2)
+
+    # Another process sweeping now finds the lease renewed.
+    assert outbox.claim_stale(DB, "another process", 60.0, grace=1.0, limit=100) == []
+    assert relay.flush(timeout=10) is True
+    assert [frame(event, "update", "all")["payload"]["title"] for event in bus.events(target.stream)] == [
+        "Slow to decide"
+    ]
+
+
+def test_rows_published_but_not_yet_deleted_when_the_process_died_are_not_published_again(
+    domain: dict[str, Any], bus: Bus, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.DRF_LIVE = {"OUTBOX_GRACE": 30.0}
+    monkeypatch.setattr(relay_module, "DELETE_DELAY", 30.0)
+    task, bob = domain["task"], domain["bob"]
+    target = task_target(task)
+    start = subscribe(target, bob)
+    task.title = "Published once"
+    task.save()
+    bus.wait_for_event(target.stream)
+    [row] = OutboxEntry.objects.all()  # its delete was still to come when the process was killed
+    monkeypatch.setattr(relay, "_published", {})
+    OutboxEntry.objects.update(lease_until=time.time() - 1)
+
+    # Another process's sweep takes the row once its lease ran out.
+    rows = outbox.claim_stale(DB, "another process", 60.0, grace=30.0, limit=100)
+    assert [entry.id for entry in rows] == [row.id]
+    relay.publish_rows(DB, rows)
+
+    assert not OutboxEntry.objects.exists()
+    replay = asyncio.run(get_store().replay(target.stream, start.seq, start.epoch))
+    assert [frame(event, "update", "all")["payload"]["title"] for event in replay.messages or []] == ["Published once"]
+    assert len(bus.events(target.stream)) == 1
+
+
 def test_a_busy_relay_leases_what_it_was_handed_so_a_sweep_cannot_reorder_it(
     domain: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -857,7 +945,7 @@ def test_with_outbox_sweep_false_this_process_never_sweeps(
 def test_the_sweep_leaves_rows_within_outbox_grace_to_their_writer(
     domain: dict[str, Any], bus: Bus, settings: Any
 ) -> None:
-    settings.DRF_LIVE = {"OUTBOX_GRACE": 30.0}
+    settings.DRF_LIVE = {"OUTBOX_GRACE": 0.5}
     task = domain["task"]
     subscribe(task_target(task), domain["bob"])
     write_without_kick(task, "Fresh")
@@ -865,8 +953,7 @@ def test_the_sweep_leaves_rows_within_outbox_grace_to_their_writer(
     assert relay.sweep() == 0
     assert OutboxEntry.objects.count() == 1
 
-    settings.DRF_LIVE = {"OUTBOX_GRACE": 0.0}
-    subscribe(task_target(task), domain["bob"])  # the settings change reset the store
+    time.sleep(0.6)
     assert relay.sweep() == 1
     assert not OutboxEntry.objects.exists()
     assert len(bus.events(task_target(task).stream)) == 1
@@ -966,7 +1053,7 @@ def test_nothing_newer_than_a_loss_is_published_before_every_epoch_rotates(
     task.save()
     [(using, token)] = set(kicks)
 
-    relay.publish_rows(using, outbox.claim_transactions(using, [token], relay.owner, 60.0))
+    relay.publish_rows(using, outbox.take_transactions(using, [token], relay.owner, 60.0, margin=0.5).rows)
 
     assert [event for event in bus.events(task_target(task).stream) if event["epoch"] == start.epoch] == []
 
