@@ -403,21 +403,20 @@ def periodic_table(measurements: list[Measurement]) -> str:
 
 
 EXPLAINED = (
-    "What each command is. `EVALSHA claim` (`_CLAIM` in notifications/redis_store.py) drops expired "
-    "subscribers from the stream's `S:subs` sorted set, reads who is left and, if anyone, takes the stream's "
-    "hold (`SET S:hold NX PX`) and reads the subscriber-set version (`HGET S:seq ver`): a target nobody "
-    "subscribes to costs this one call and nothing else. `EVALSHA commit` (`_COMMIT`) checks and drops the "
-    "hold, checks the version, reads the epoch, takes the next seq (`HINCRBY`), appends the event to the "
-    "history (`XADD ... MAXLEN ~`), renews the keys' TTLs (`EXPIRE`) and publishes it on the stream's channel "
-    "(`PUBLISH`), which the servers' pub/sub connections receive without sending anything. A task's write concerns "
-    "three streams: the task's, its project's task list's and the unfiltered task list's (`{}`, "
-    "`Registration.collections_of`). When a transaction concerns more than one stream, `EVALSHA subscribed` "
-    "(`_SUBSCRIBED`, one call per shard, reading only: `ZCOUNT` of each `S:subs`) asks which of them anyone "
-    "is subscribed to, and only those are claimed. `EVALSHA release` "
-    "(not seen here) gives the hold back when the subscribers got nothing. The periodic commands are the "
-    "pub/sub keep-alive `PING`, the registration refresh (`ZADD ... GT` and `EXPIRE` of `S:subs`, "
-    "`EXPIRE ... GT` of `S:seq`, per stream and user) and the socket-lease renewal (`ZADD` and `EXPIRE` of "
-    "`drf-live:sockets:<user>`, per socket)."
+    "What each command is. `EVALSHA claim_all` (`_CLAIM_ALL` in notifications/redis_store.py, one call per "
+    "shard for all the streams a transaction concerns) drops expired subscribers from each stream's `S:subs` "
+    "sorted set, reads who is left and, if anyone, takes the stream's hold (`SET S:hold NX PX`) and reads the "
+    "subscriber-set version (`HGET S:seq ver`): a target nobody subscribes to costs its share of this one call "
+    "and nothing else. `EVALSHA claim` (`_CLAIM`) does the same for one stream, and waits: the relay uses it "
+    "for a stream another relay held at `claim_all`'s time, or to decide again. `EVALSHA commit` (`_COMMIT`) "
+    "checks and drops the hold, checks the version, reads the epoch, takes the next seq (`HINCRBY`), appends "
+    "the event to the history (`XADD ... MAXLEN ~`), renews the keys' TTLs (`EXPIRE`) and publishes it on the "
+    "stream's channel (`PUBLISH`), which the servers' pub/sub connections receive without sending anything. "
+    "A task's write concerns three streams: the task's, its project's task list's and the unfiltered task "
+    "list's (`{}`, `Registration.collections_of`). `EVALSHA release` (not seen here) gives a hold back when "
+    "the subscribers got nothing. The periodic commands are the pub/sub keep-alive `PING`, the registration "
+    "refresh (`ZADD ... GT` and `EXPIRE` of `S:subs`, `EXPIRE ... GT` of `S:seq`, per stream and user) and "
+    "the socket-lease renewal (`ZADD` and `EXPIRE` of `drf-live:sockets:<user>`, per socket)."
 )
 
 
@@ -434,11 +433,10 @@ def verdict(measurement: Measurement) -> str:
     commits = sum(
         count for name, count in measurement.writing.per_event_sent.items() if name.startswith("EVALSHA commit")
     )
-    empty = (claims - commits) / measurement.events
     return (
         f"- {sent:.2f} commands sent per target per event: goal (≤ {GOAL}) {'met' if sent <= GOAL else '**missed**'}. "
-        f"{claims / measurement.events:g} streams claimed per event; "
-        f"{empty:g} of them had no subscriber (a claim and nothing else)."
+        f"{claims / measurement.events:g} claim calls per event (`claim_all`, one per shard, and `claim`); "
+        f"{commits / measurement.events:g} events committed per write."
     )
 
 

@@ -32,7 +32,18 @@ from .conf import live_settings
 from .messages import Entry
 from .redis_clients import ShardClients, epoch_key
 from .shards import Shard, parse, shard_index
-from .streams import Claim, Listener, Position, Receiver, Replay, StoreBusy, contiguous, control_channel, new_epoch
+from .streams import (
+    Claim,
+    Claims,
+    Listener,
+    Position,
+    Receiver,
+    Replay,
+    StoreBusy,
+    contiguous,
+    control_channel,
+    new_epoch,
+)
 
 logger = logging.getLogger("notifications.streams")
 
@@ -73,11 +84,22 @@ redis.call('PUBLISH', ARGV[7], message)
 return {seq, name}
 """
 
-# How many users are subscribed to each stream (registrations that did not run out), reading only.
-_SUBSCRIBED = """
-local counts = {}
-for i, key in ipairs(KEYS) do counts[i] = redis.call('ZCOUNT', key, ARGV[1], '+inf') end
-return counts
+# ``_CLAIM`` for several streams at once (KEYS: subscribers, seq hash and hold of each), without
+# waiting: a stream held elsewhere answers -1, one nobody is subscribed to 0.
+_CLAIM_ALL = """
+local replies = {}
+for i = 1, #KEYS, 3 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. ARGV[3])
+  local users = redis.call('ZRANGE', KEYS[i], 0, -1)
+  if #users == 0 then
+    replies[#replies + 1] = {0}
+  elseif not redis.call('SET', KEYS[i + 2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    replies[#replies + 1] = {-1}
+  else
+    replies[#replies + 1] = {1, redis.call('HGET', KEYS[i + 1], 'ver') or '0', users}
+  end
+end
+return replies
 """
 
 _RELEASE = """
@@ -122,13 +144,25 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-_SCRIPTS = {"claim": _CLAIM, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE, "subscribed": _SUBSCRIBED}
+_SCRIPTS = {"claim": _CLAIM, "claim_all": _CLAIM_ALL, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
 _ASYNC_SCRIPTS = {"register": _REGISTER, "admit": _ADMIT}
 
 
 def keys(stream: str) -> tuple[str, str, str, str]:
     """The seq hash, history, subscriber set and hold of ``stream``."""
     return f"{stream}:seq", f"{stream}:hist", f"{stream}:subs", f"{stream}:hold"
+
+
+def _claim_keys(stream: str) -> tuple[str, str, str]:
+    """The keys ``_CLAIM`` takes for ``stream``: its subscriber set, seq hash and hold."""
+    seq_key, _, subs_key, hold_key = keys(stream)
+    return subs_key, seq_key, hold_key
+
+
+def _claim(stream: str, reply: list[Any], token: str) -> Claim:
+    """The ``Claim`` of a ``_CLAIM`` reply that holds the stream: {1, version, users}."""
+    users = tuple(sorted(user.decode() for user in reply[2]))
+    return Claim(stream, users, reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), token)
 
 
 def sockets_key(user: str) -> str:
@@ -174,39 +208,45 @@ class RedisStreamStore:
 
     def claim(self, stream: str) -> Claim | None:
         shard = self.shard(stream)
-        seq_key, _, subs_key, hold_key = keys(stream)
         token = secrets.token_hex(8)
         hold_ms = int(float(live_settings.CLAIM_TIMEOUT) * 1000)
         deadline = time.monotonic() + float(live_settings.CLAIM_TIMEOUT)
         pause = 0.001
         while True:
-            reply = self._script(shard, "claim", [subs_key, seq_key, hold_key], [token, hold_ms, time.time()])
+            reply = self._script(shard, "claim", list(_claim_keys(stream)), [token, hold_ms, time.time()])
             status = int(reply[0])
             if status == 0:
                 return None
             if status == 1:
-                users = tuple(sorted(user.decode() for user in reply[2]))
-                return Claim(stream, users, reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), token)
+                return _claim(stream, reply, token)
             if time.monotonic() > deadline:
                 raise StoreBusy(stream)
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
 
-    def subscribed(self, streams: Iterable[str]) -> set[str]:
+    def claim_all(self, streams: Iterable[str]) -> Claims:
         by_shard: dict[int, list[str]] = {}
-        for stream in streams:
+        for stream in dict.fromkeys(streams):
             by_shard.setdefault(shard_index(stream, len(self.shards)), []).append(stream)
-        found: set[str] = set()
+        held: dict[str, Claim] = {}
+        pending: set[str] = set()
+        token = secrets.token_hex(8)
+        hold_ms = int(float(live_settings.CLAIM_TIMEOUT) * 1000)
         now = time.time()
         for index, names in by_shard.items():
-            subs = [keys(stream)[2] for stream in names]
+            stream_keys = [key for stream in names for key in _claim_keys(stream)]
             try:
-                counts = self._script(self.shards[index], "subscribed", subs, [now])
+                replies = self._script(self.shards[index], "claim_all", stream_keys, [token, hold_ms, now])
             except (RedisConnectionError, RedisTimeoutError):  # ShardDown too
-                found.update(names)  # not known: their claims will say the shard is down
+                pending.update(names)  # not known: their claims will say the shard is down
                 continue
-            found.update(stream for stream, count in zip(names, counts, strict=True) if int(count) > 0)
-        return found
+            for stream, reply in zip(names, replies, strict=True):
+                status = int(reply[0])
+                if status == 1:
+                    held[stream] = _claim(stream, reply, token)
+                elif status == -1:
+                    pending.add(stream)
+        return Claims(held, frozenset(pending))
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         seq_key, history_key, _, hold_key = keys(claim.stream)

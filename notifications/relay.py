@@ -35,7 +35,7 @@ from .audience import decide
 from .conf import live_settings
 from .models import OutboxEntry
 from .plan import CONTROL_KINDS, Unit, plan
-from .streams import StoreBusy, control_channel, get_store
+from .streams import Claim, Claims, StoreBusy, control_channel, get_store
 from .targets import user_group
 
 logger = logging.getLogger("notifications.relay")
@@ -376,27 +376,33 @@ class Relay:
             created = max(row.created for row in rows)
             waiting: Exception | None = None
             units = [unit for unit in plan(rows, using) if unit_key(unit) not in done]  # not published before
-            streams = {unit.target.stream for unit in units}
-            # One question per shard instead of a claim per stream: most of the targets a
-            # write concerns (its object, each collection it is in) have nobody subscribed.
-            live = get_store().subscribed(streams) if len(streams) > 1 else streams
-            for unit in units:
-                key = unit_key(unit)
-                if unit.target.stream not in live:
-                    done.add(key)  # nobody to tell, nothing anyone could recover (as a claim finds)
-                    continue
-                unit.created = created
-                try:
-                    self.publish_unit(unit, using, event_id(rows[0].txn, key), retry)
-                except Exception as exc:
-                    if not _is_transient(exc):
-                        raise
-                    # Its Redis shard is down (or its stream busy): the events of the other
-                    # shards go out now, this one waits in the outbox.
-                    waiting = waiting or exc
-                else:
-                    done.add(key)
-                self._claim_handed_over()
+            # One round trip per shard holds every stream someone is subscribed to: most of
+            # the targets a write concerns (its object, each collection it is in) have nobody.
+            claims = get_store().claim_all(unit.target.stream for unit in units) if units else Claims({})
+            held = dict(claims.held)
+            live = claims.live
+            try:
+                for unit in units:
+                    key = unit_key(unit)
+                    if unit.target.stream not in live:
+                        done.add(key)  # nobody to tell, nothing anyone could recover (as a claim finds)
+                        continue
+                    unit.created = created
+                    try:
+                        self.publish_unit(
+                            unit, using, event_id(rows[0].txn, key), retry, held.pop(unit.target.stream, None)
+                        )
+                    except Exception as exc:
+                        if not _is_transient(exc):
+                            raise
+                        # Its Redis shard is down (or its stream busy): the events of the other
+                        # shards go out now, this one waits in the outbox.
+                        waiting = waiting or exc
+                    else:
+                        done.add(key)
+                    self._claim_handed_over()
+            finally:
+                _release(held.values())
             if CONTROL not in done:
                 for message in control_messages(rows):
                     get_store().publish(control_channel(), message)
@@ -430,19 +436,24 @@ class Relay:
         except Exception:  # noqa: BLE001 - not even planning works: rotate everything
             get_store().rotate_all()
 
-    def publish_unit(self, unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
+    def publish_unit(
+        self, unit: Unit, using: str, event: str = "", retry: bool = False, held: Claim | None = None
+    ) -> None:
         """Decide and commit one event: claim the stream, read for its subscribers, commit (again if they changed).
 
         ``event`` names the event across attempts; a ``retry`` (the rows were
         claimed before) does not commit it again if an earlier attempt did.
+        ``held``: the stream is held already (``claim_all``).
         """
         store = get_store()
         stream = unit.target.stream
         for _attempt in range(20):
-            try:
-                claim = store.claim(stream)
-            except StoreBusy:
-                raise Transient(stream) from None
+            claim, held = held, None
+            if claim is None:
+                try:
+                    claim = store.claim(stream)
+                except StoreBusy:
+                    raise Transient(stream) from None
             if claim is None:
                 return  # Nobody subscribed: nobody to tell, nothing anyone could recover.
             try:
@@ -533,6 +544,15 @@ def unit_key(unit: Unit) -> str:
 def event_id(txn: str, key: str) -> str:
     """A name for one event of a transaction, the same at every attempt (kept with it in the history)."""
     return hashlib.blake2b(f"{txn} {key}".encode(), digest_size=9).hexdigest()
+
+
+def _release(claims: Iterable[Claim]) -> None:
+    """Release holds ``claim_all`` took and nothing used (a unit failed first); they run out on their own anyway."""
+    for claim in claims:
+        try:
+            get_store().release(claim)
+        except Exception:  # noqa: BLE001 - the hold runs out after CLAIM_TIMEOUT
+            logger.debug("Could not release the hold on %s", claim.stream, exc_info=True)
 
 
 def control_messages(rows: Iterable[OutboxEntry]) -> list[dict[str, Any]]:

@@ -67,6 +67,23 @@ class Claim:
     token: str
 
 
+@dataclass(frozen=True)
+class Claims:
+    """What ``claim_all`` found: holds on the streams someone is subscribed to, and the streams left to ``claim``.
+
+    ``pending`` are streams someone is subscribed to whose hold another relay
+    has, and streams on a shard that could not be asked; a stream in neither
+    has nobody subscribed.
+    """
+
+    held: dict[str, Claim]
+    pending: frozenset[str] = frozenset()
+
+    @property
+    def live(self) -> set[str]:
+        return set(self.held) | self.pending
+
+
 class Listener(Protocol):
     """A process's subscription to stream channels, for one event loop (see ``hub``)."""
 
@@ -93,11 +110,13 @@ class StreamStore(Protocol):
     def claim(self, stream: str) -> Claim | None:
         """Hold ``stream`` and return who is subscribed; None (and no hold) when nobody is."""
 
-    def subscribed(self, streams: Iterable[str]) -> set[str]:
-        """The streams among ``streams`` someone is subscribed to: one round trip per shard, holding nothing.
+    def claim_all(self, streams: Iterable[str]) -> Claims:
+        """Hold each of ``streams`` that someone is subscribed to, without waiting: one round trip per shard.
 
-        A stream nobody is subscribed to would be claimed for nothing (``claim``
-        answers None); one whose shard cannot be asked is counted in.
+        Most of the streams a write concerns (its object, each collection it is
+        in) have nobody subscribed: they are neither held nor pending. A
+        stream held elsewhere, or whose shard cannot be asked, is pending: claim
+        it with ``claim``. Every hold taken is committed or released.
         """
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
@@ -232,15 +251,25 @@ class MemoryStreamStore:
                 if not self._lock.wait(max(deadline - time.monotonic(), 0)):
                     raise StoreBusy(stream)
 
-    def subscribed(self, streams: Iterable[str]) -> set[str]:
-        now = time.monotonic()
+    def claim_all(self, streams: Iterable[str]) -> Claims:
+        held: dict[str, Claim] = {}
+        pending: set[str] = set()
         with self._lock:
-            return {
-                stream
-                for stream in streams
-                if (entry := self._streams.get(stream)) is not None
-                and any(until >= now for until in entry.users.values())
-            }
+            for stream in dict.fromkeys(streams):
+                if stream not in self._streams:
+                    continue  # nobody ever registered: nothing to make
+                entry = self._get(stream)
+                now = time.monotonic()
+                users = tuple(sorted(user for user, until in entry.users.items() if until >= now))
+                if not users:
+                    continue
+                if entry.held_by is not None:
+                    pending.add(stream)
+                    continue
+                token = secrets.token_hex(8)
+                entry.held_by = token
+                held[stream] = Claim(stream, users, str(entry.version), token)
+        return Claims(held, frozenset(pending))
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
         # One process holds both the relay and this store, so no reply is ever lost; but a

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from notifications.streams import StoreBusy
+from notifications.streams import Claims, StoreBusy
 
 
 class Unreachable:
     """A store whose Redis cannot be reached."""
 
-    def subscribed(self, streams: Iterable[str]) -> set[str]:
-        return set(streams)  # not known: counted in, as RedisStreamStore does when a shard is down
+    def claim_all(self, streams: Iterable[str]) -> Claims:
+        return Claims({}, frozenset(streams))  # not known: left to claim, as RedisStreamStore does when a shard is down
 
     def claim(self, stream: str) -> Any:
         raise ConnectionError("Redis is down")
@@ -27,8 +27,8 @@ class Unreachable:
 class Busy:
     """A store in which another process holds every stream for longer than a claim may wait."""
 
-    def subscribed(self, streams: Iterable[str]) -> set[str]:
-        return set(streams)
+    def claim_all(self, streams: Iterable[str]) -> Claims:
+        return Claims({}, frozenset(streams))  # held elsewhere
 
     def claim(self, stream: str) -> Any:
         raise StoreBusy(stream)

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -34,7 +34,7 @@ from notifications.plan import Unit, plan
 from notifications.redis_store import RedisStreamStore
 from notifications.registry import site
 from notifications.relay import control_messages, relay
-from notifications.streams import MemoryStreamStore, Position, control_channel, get_store
+from notifications.streams import Claims, MemoryStreamStore, Position, control_channel, get_store
 from notifications.targets import Target, user_group
 from tests.notifications.fakes import Busy, Unreachable
 from tests.servers import RedisServer
@@ -376,13 +376,19 @@ def test_only_the_streams_someone_is_subscribed_to_are_claimed(
 ) -> None:
     task, bob = domain["task"], domain["bob"]
     claimed: list[str] = []
-    original = MemoryStreamStore.claim
+    original, original_all = MemoryStreamStore.claim, MemoryStreamStore.claim_all
 
     def claim(self: MemoryStreamStore, stream: str) -> Any:
         claimed.append(stream)
         return original(self, stream)
 
+    def claim_all(self: MemoryStreamStore, streams: Iterable[str]) -> Any:
+        claims = original_all(self, streams)
+        claimed.extend(claims.held)
+        return claims
+
     monkeypatch.setattr(MemoryStreamStore, "claim", claim)
+    monkeypatch.setattr(MemoryStreamStore, "claim_all", claim_all)
 
     def write(title: str) -> list[str]:
         claimed.clear()
@@ -482,18 +488,28 @@ def test_a_subscriber_who_arrives_while_the_event_is_decided_is_decided_for(
     target = task_target(task)
     subscribe(target, bob)
     store = get_store()
-    real_claim = store.claim
+    real_claim, real_claim_all = store.claim, store.claim_all
     claims: list[tuple[str, ...]] = []
+
+    def seen(claim: Any) -> None:
+        claims.append(claim.users)
+        if len(claims) == 1:
+            subscribe(target, alice)  # after the claim, before the commit
 
     def claim_then_alice_subscribes(stream: str) -> Any:
         claim = real_claim(stream)
         if stream == target.stream:
-            claims.append(claim.users)
-            if len(claims) == 1:
-                subscribe(target, alice)  # after the claim, before the commit
+            seen(claim)
         return claim
 
+    def claim_all_then_alice_subscribes(streams: Iterable[str]) -> Any:
+        found = real_claim_all(streams)
+        if target.stream in found.held:
+            seen(found.held[target.stream])
+        return found
+
     monkeypatch.setattr(store, "claim", claim_then_alice_subscribes)
+    monkeypatch.setattr(store, "claim_all", claim_all_then_alice_subscribes)
     task.title = "Seen by both"
     task.save()
 
@@ -609,6 +625,12 @@ class HalfDown(MemoryStreamStore):
         if stream in self.down:
             raise ConnectionError("this stream's shard is down")
         return super().claim(stream)
+
+    def claim_all(self, streams: Iterable[str]) -> Claims:
+        streams = list(streams)
+        # The down shard cannot be asked: its streams are left to ``claim``.
+        up = super().claim_all(stream for stream in streams if stream not in self.down)
+        return Claims(up.held, up.pending | {stream for stream in streams if stream in self.down})
 
 
 def test_a_shard_down_delays_only_its_own_events_and_the_others_go_out_once(
@@ -773,10 +795,10 @@ def test_an_event_slower_to_publish_than_its_lease_keeps_its_rows_from_a_sweep(
     original = relay.publish_unit
     started = threading.Event()
 
-    def slow(unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
+    def slow(unit: Unit, using: str, event: str = "", retry: bool = False, held: Any = None) -> None:
         started.set()
         time.sleep(1.5)
-        original(unit, using, event, retry)
+        original(unit, using, event, retry, held)
 
     monkeypatch.setattr(relay, "publish_unit", slow)
     task.title = "Slow to decide"
@@ -826,10 +848,10 @@ def test_a_busy_relay_leases_what_it_was_handed_so_a_sweep_cannot_reorder_it(
     original = relay.publish_unit
     started = threading.Event()
 
-    def slow(unit: Unit, using: str, event: str = "", retry: bool = False) -> None:
+    def slow(unit: Unit, using: str, event: str = "", retry: bool = False, held: Any = None) -> None:
         started.set()
         time.sleep(0.2)  # a relay that falls seconds behind its writer
-        original(unit, using, event, retry)
+        original(unit, using, event, retry, held)
 
     monkeypatch.setattr(relay, "publish_unit", slow)
 

@@ -293,7 +293,7 @@ async def test_a_user_whose_registration_ran_out_counts_as_new_when_back(store: 
 
 
 @pytest.mark.asyncio
-async def test_subscribed_names_the_streams_with_a_registration_that_has_not_run_out(store: StreamStore) -> None:
+async def test_claim_all_holds_the_streams_with_a_registration_that_has_not_run_out(store: StreamStore) -> None:
     # Spread over the shards (``one_channel_per_shard``) and a stream nobody ever registered on.
     watched, lapsed, never = one_channel_per_shard(store, "drf-live.api.task.o"), new_stream(), new_stream()
     with override_settings(DRF_LIVE={"RESUME_WINDOW": 0.4}):
@@ -301,13 +301,21 @@ async def test_subscribed_names_the_streams_with_a_registration_that_has_not_run
         await asyncio.sleep(0.45)  # USER's registration on ``lapsed`` ran out
         for stream in watched:
             await store.register(stream, OTHER_USER)
+        busy = store.claim(watched[-1])  # another relay holds this one
+        assert busy is not None
 
-        assert store.subscribed([*watched, lapsed, never]) == set(watched)
-        assert store.subscribed([]) == set()
-        # Asking holds nothing: a claim right after does not wait.
-        claim = store.claim(watched[0])
-        assert claim is not None
-        assert claim.users == (OTHER_USER,)
+        claims = store.claim_all([*watched, lapsed, never])
+
+        assert set(claims.held) == set(watched[:-1]) and claims.pending == {watched[-1]}
+        assert claims.live == set(watched)
+        assert all(claim.users == (OTHER_USER,) for claim in claims.held.values())
+        assert store.claim_all([]).live == set()
+        # They are held until committed: another relay's claim_all finds them pending meanwhile.
+        assert store.claim_all(watched).held == {}
+        for claim in claims.held.values():
+            assert store.commit(claim, entry(claim.stream, 1)) == 1
+        store.release(busy)
+        assert set(store.claim_all(watched).held) == set(watched)
 
 
 @pytest.mark.asyncio
