@@ -145,7 +145,34 @@ return 1
 """
 
 _SCRIPTS = {"claim": _CLAIM, "claim_all": _CLAIM_ALL, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
-_ASYNC_SCRIPTS = {"register": _REGISTER, "admit": _ADMIT}
+# Renew registrations (KEYS: the subscriber set and seq hash of each; ARGV: until, the set's TTL,
+# the seq hash's TTL, then one user per pair): a registration never runs out earlier than it was
+# (ZADD GT), and a quiet target keeps its seq and epoch while anyone holds it (EXPIRE GT): the
+# numbering must not start again under a socket that stays open.
+_REFRESH = """
+for i = 1, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], 'GT', ARGV[1], ARGV[3 + (i + 1) / 2])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[3], 'GT')
+end
+return #KEYS / 2
+"""
+
+# Renew counted sockets (KEYS: each user's sockets set; ARGV: until, the TTL, then one socket per
+# key). ZADD, not XX: a shard that lost its data (restarted) counts these sockets again.
+_RENEW_SOCKETS = """
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS
+"""
+
+_ASYNC_SCRIPTS = {"register": _REGISTER, "admit": _ADMIT, "refresh": _REFRESH, "renew_sockets": _RENEW_SOCKETS}
+
+#: Pairs (or sockets) renewed per script call: each call keeps Redis busy for about a millisecond,
+#: and the event loop between two calls delivers events.
+RENEW_CHUNK = 500
 
 
 def keys(stream: str) -> tuple[str, str, str, str]:
@@ -157,6 +184,12 @@ def _claim_keys(stream: str) -> tuple[str, str, str]:
     """The keys ``_CLAIM`` takes for ``stream``: its subscriber set, seq hash and hold."""
     seq_key, _, subs_key, hold_key = keys(stream)
     return subs_key, seq_key, hold_key
+
+
+def _refresh_keys(stream: str) -> tuple[str, str]:
+    """The keys ``_REFRESH`` takes for ``stream``: its subscriber set and seq hash."""
+    seq_key, _, subs_key, _ = keys(stream)
+    return subs_key, seq_key
 
 
 def _claim(stream: str, reply: list[Any], token: str) -> Claim:
@@ -329,15 +362,14 @@ class RedisStreamStore:
             by_shard.setdefault(self.shard(stream), []).append((stream, user))
 
         async def renew(shard: ShardClients, pairs: list[tuple[str, str]]) -> None:
-            async with shard.aclient().pipeline(transaction=False) as pipe:
-                for stream, user in pairs:
-                    seq_key, _, subs_key, _ = keys(stream)
-                    pipe.zadd(subs_key, {user: until}, gt=True)
-                    pipe.expire(subs_key, int(window * 2) + 1)
-                    # A quiet target keeps its seq and epoch while anyone holds it: the
-                    # numbering must not start again under a socket that stays open.
-                    pipe.expire(seq_key, history_ttl(), gt=True)
-                await pipe.execute()
+            script = shard.ascript("refresh")
+            for start in range(0, len(pairs), RENEW_CHUNK):
+                chunk = pairs[start : start + RENEW_CHUNK]
+                stream_keys = [key for stream, _ in chunk for key in _refresh_keys(stream)]
+                await script(
+                    keys=stream_keys,
+                    args=[until, int(window * 2) + 1, history_ttl(), *(user for _, user in chunk)],
+                )
 
         await _each(renew(shard, shard_pairs) for shard, shard_pairs in by_shard.items())
 
@@ -383,12 +415,12 @@ class RedisStreamStore:
             by_shard.setdefault(self.shard(key), []).append((key, socket))
 
         async def renew(shard: ShardClients, entries: list[tuple[str, str]]) -> None:
-            # ZADD, not XX: a shard that lost its data (restarted) counts these sockets again.
-            async with shard.aclient().pipeline(transaction=False) as pipe:
-                for key, socket in entries:
-                    pipe.zadd(key, {socket: until})
-                    pipe.expire(key, math.ceil(lease) + 1)
-                await pipe.execute()
+            script = shard.ascript("renew_sockets")
+            for start in range(0, len(entries), RENEW_CHUNK):
+                chunk = entries[start : start + RENEW_CHUNK]
+                await script(
+                    keys=[key for key, _ in chunk], args=[until, math.ceil(lease) + 1, *(socket for _, socket in chunk)]
+                )
 
         await _each(renew(shard, entries) for shard, entries in by_shard.items())
 

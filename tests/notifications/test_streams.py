@@ -23,6 +23,7 @@ import pytest
 import redis
 from django.test import override_settings
 
+from notifications import redis_store as redis_store_module
 from notifications.redis_clients import ASYNC_POOL_SIZE
 from notifications.redis_store import RedisStreamStore
 from notifications.shards import Shard, shard_index
@@ -548,6 +549,28 @@ async def test_refresh_extends_every_registration_it_names(store: StreamStore, s
         await asyncio.sleep(0.6)
         assert store.claim(stream) is None
         assert store.claim(other) is None
+
+
+@pytest.mark.asyncio
+async def test_refresh_renews_many_registrations_a_chunk_at_a_time(
+    store: StreamStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process holds thousands: they are renewed a few hundred per Redis call (here 2 per call).
+    monkeypatch.setattr(redis_store_module, "RENEW_CHUNK", 2)
+    pairs = [(new_stream(), user) for user in (USER, OTHER_USER) for _ in range(3)]
+    with override_settings(DRF_LIVE={"RESUME_WINDOW": 1.0}):
+        for stream, user in pairs:
+            await store.register(stream, user)
+        await asyncio.sleep(0.6)
+        await store.refresh(pairs)
+        await asyncio.sleep(0.6)  # 1.2 s after registering, 0.6 s after the refresh
+
+        claims = store.claim_all(stream for stream, _ in pairs)
+        assert {stream: claim.users for stream, claim in claims.held.items()} == {
+            stream: (user,) for stream, user in pairs
+        }
+        for claim in claims.held.values():
+            store.release(claim)
 
 
 # Listeners -----------------------------------------------------------------------------
