@@ -5,9 +5,10 @@ exactly when the write committed. The writing process leases them to its own
 relay as it writes them, for ``OUTBOX_GRACE`` seconds (renewed if the relay
 needs longer), and its relay publishes them right after the commit; a row whose
 lease ran out (its writer or claimer died or failed), or that nobody leased, is
-claimed by any process that sweeps once ``OUTBOX_GRACE`` seconds have passed. A claim is a lease, not a lock: on
-PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` keeps two sweepers off the
-same rows, and a row is deleted only once published.
+claimed by any process that sweeps once ``OUTBOX_GRACE`` seconds have passed.
+A claim is a lease, not a lock: on PostgreSQL ``SELECT ... FOR UPDATE SKIP
+LOCKED`` keeps two sweepers off the same rows, and a row is deleted only once
+published.
 """
 
 from __future__ import annotations

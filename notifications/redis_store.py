@@ -49,15 +49,6 @@ logger = logging.getLogger("notifications.streams")
 
 T = TypeVar("T")
 
-# Who is subscribed, and the hold: nobody subscribed means no hold and no event.
-_CLAIM = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local users = redis.call('ZRANGE', KEYS[1], 0, -1)
-if #users == 0 then return {0} end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-1} end
-return {1, redis.call('HGET', KEYS[2], 'ver') or '0', users}
-"""
-
 # The next seq, kept in the history and published, unless someone subscribed since the claim.
 # A retry (ARGV[9]) first looks for its event id (ARGV[8]) in the history: an earlier attempt
 # whose reply was lost (a timeout, a failover, a process killed) may have committed it already.
@@ -84,8 +75,9 @@ redis.call('PUBLISH', ARGV[7], message)
 return {seq, name}
 """
 
-# ``_CLAIM`` for several streams at once (KEYS: subscribers, seq hash and hold of each), without
-# waiting: a stream held elsewhere answers -1, one nobody is subscribed to 0.
+# Who is subscribed to each stream, and its hold (KEYS: subscribers, seq hash and hold of each),
+# without waiting: {1, version, users} for a stream now held, {-1} for one held elsewhere, {0}
+# for one nobody is subscribed to (no hold, and no event).
 _CLAIM_ALL = """
 local replies = {}
 for i = 1, #KEYS, 3 do
@@ -144,7 +136,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-_SCRIPTS = {"claim": _CLAIM, "claim_all": _CLAIM_ALL, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
+_SCRIPTS = {"claim_all": _CLAIM_ALL, "commit": _COMMIT, "release": _RELEASE, "rotate": _ROTATE}
 # Renew registrations (KEYS: the subscriber set and seq hash of each; ARGV: until, the set's TTL,
 # the seq hash's TTL, then one user per pair): a registration never runs out earlier than it was
 # (ZADD GT), and a quiet target keeps its seq and epoch while anyone holds it (EXPIRE GT): the
@@ -181,7 +173,7 @@ def keys(stream: str) -> tuple[str, str, str, str]:
 
 
 def _claim_keys(stream: str) -> tuple[str, str, str]:
-    """The keys ``_CLAIM`` takes for ``stream``: its subscriber set, seq hash and hold."""
+    """The keys ``_CLAIM_ALL`` takes for ``stream``: its subscriber set, seq hash and hold."""
     seq_key, _, subs_key, hold_key = keys(stream)
     return subs_key, seq_key, hold_key
 
@@ -193,7 +185,7 @@ def _refresh_keys(stream: str) -> tuple[str, str]:
 
 
 def _claim(stream: str, reply: list[Any], token: str) -> Claim:
-    """The ``Claim`` of a ``_CLAIM`` reply that holds the stream: {1, version, users}."""
+    """The ``Claim`` of a ``_CLAIM_ALL`` reply that holds the stream: {1, version, users}."""
     users = tuple(sorted(user.decode() for user in reply[2]))
     return Claim(stream, users, reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), token)
 
@@ -246,7 +238,7 @@ class RedisStreamStore:
         deadline = time.monotonic() + float(live_settings.CLAIM_TIMEOUT)
         pause = 0.001
         while True:
-            reply = self._script(shard, "claim", list(_claim_keys(stream)), [token, hold_ms, time.time()])
+            [reply] = self._script(shard, "claim_all", list(_claim_keys(stream)), [token, hold_ms, time.time()])
             status = int(reply[0])
             if status == 0:
                 return None

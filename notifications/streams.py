@@ -239,17 +239,23 @@ class MemoryStreamStore:
         deadline = time.monotonic() + float(live_settings.CLAIM_TIMEOUT)
         with self._lock:
             while True:
-                entry = self._get(stream)
-                now = time.monotonic()
-                users = tuple(sorted(user for user, until in entry.users.items() if until >= now))
-                if not users:
-                    return None
-                if entry.held_by is None:
-                    token = secrets.token_hex(8)
-                    entry.held_by = token
-                    return Claim(stream, users, str(entry.version), token)
-                if not self._lock.wait(max(deadline - time.monotonic(), 0)):
-                    raise StoreBusy(stream)
+                try:
+                    return self._hold(stream)
+                except StoreBusy:
+                    if not self._lock.wait(max(deadline - time.monotonic(), 0)):
+                        raise
+
+    def _hold(self, stream: str) -> Claim | None:
+        """Hold ``stream`` if someone is subscribed (under the lock); None if nobody is, StoreBusy if held."""
+        entry = self._get(stream)
+        now = time.monotonic()
+        users = tuple(sorted(user for user, until in entry.users.items() if until >= now))
+        if not users:
+            return None
+        if entry.held_by is not None:
+            raise StoreBusy(stream)
+        entry.held_by = secrets.token_hex(8)
+        return Claim(stream, users, str(entry.version), entry.held_by)
 
     def claim_all(self, streams: Iterable[str]) -> Claims:
         held: dict[str, Claim] = {}
@@ -258,17 +264,13 @@ class MemoryStreamStore:
             for stream in dict.fromkeys(streams):
                 if stream not in self._streams:
                     continue  # nobody ever registered: nothing to make
-                entry = self._get(stream)
-                now = time.monotonic()
-                users = tuple(sorted(user for user, until in entry.users.items() if until >= now))
-                if not users:
-                    continue
-                if entry.held_by is not None:
+                try:
+                    claim = self._hold(stream)
+                except StoreBusy:
                     pending.add(stream)
                     continue
-                token = secrets.token_hex(8)
-                entry.held_by = token
-                held[stream] = Claim(stream, users, str(entry.version), token)
+                if claim is not None:
+                    held[stream] = claim
         return Claims(held, frozenset(pending))
 
     def commit(self, claim: Claim, entry: Entry, event: str = "", retry: bool = False) -> int | None:
