@@ -532,7 +532,14 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         ``"full"`` (the payload, and a collection's members), ``"members"`` (a
         collection's members only) or None (nothing).
         """
-        instance = visible_target(data, self.user, self.host)
+        target, registration = subscription.target, subscription.registration
+        if target.is_collection:
+            # The objects the filter names are checked once, for the access and the list alike.
+            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
+            instance = None if lookups is None else registration.collection_queryset(self.user, lookups, host=self.host)
+            data = {**data, "lookups": lookups}
+        else:
+            instance = visible_target(data, self.user, self.host)
         if instance is None:
             raise RequestError("not_found")
         data = {**data, "instance": instance}
@@ -551,22 +558,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         """
         registration = subscription.registration
         if subscription.target.is_collection:
-            queryset = registration.get_visible_collection(self.user, data["filter"], host=self.host)
-            if queryset is None:  # Hidden since it was validated.
-                raise RequestError("not_found")
+            # The queryset the access check built, in this same trip.
+            queryset = data["instance"]
             members = {registration.wire_id(pk): True for pk in queryset.values_list("pk", flat=True)}
             if members_only:
                 return None, members
             # The REST API's list of the collection, paginated as the REST list is: the first page.
-            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
             listed = viewset_actions.run(
-                registration, "list", self.user, self.origin, lookups=lookups, query=dict(data["filter"])
+                registration, "list", self.user, self.origin, lookups=data["lookups"], query=dict(data["filter"])
             )
             return listed.payload, members
-        instance = registration.get_visible(self.user, data["instance"].pk, host=self.host)
-        if instance is None:  # Deleted or hidden since it was validated.
-            raise RequestError("not_found")
-        return registration.serialize(instance, self.user, host=self.host), None
+        # The object as the access check read it, in this same trip: one read decides both.
+        return registration.serialize(data["instance"], self.user, host=self.host), None
 
     async def unsubscribe(self, content: dict[str, Any], request_id: Any) -> None:
         try:

@@ -193,8 +193,10 @@ class Registration:
         names (by that model's own registration) and may list this model.
         """
         lookups = self.collection_lookups(user, filter, host=host)
-        if lookups is None:
-            return None
+        return None if lookups is None else self.collection_queryset(user, lookups, host=host)
+
+    def collection_queryset(self, user: Any, lookups: dict[str, Any], *, host: str | None = None) -> Any | None:
+        """The list's queryset narrowed by ``lookups`` (``collection_lookups``), if ``user`` may list this model."""
         view = self.get_view(user, action="list", host=host)
         if not self.has_permission(view):
             return None

@@ -504,30 +504,73 @@ async def test_every_way_of_naming_nothing_visible_answers_the_same_not_found(
     assert await socket.receive_nothing(timeout=0.2)
 
 
-async def test_object_hidden_between_validation_and_snapshot_is_not_found_and_not_subscribed(
-    connect, domain, alice_key, monkeypatch
-):
+async def test_one_read_decides_access_and_the_snapshot_of_an_object(connect, domain, alice_key, monkeypatch):
     from api.models import Task
     from notifications.registry import site
 
     registration = site.get_for(Task)
-    checks = []
+    reads = []
     original = registration.get_visible
 
-    def visible_once(user: Any, pk: Any, **kwargs: Any) -> Any:
-        # The first check (validation) sees the task; the second (snapshot) no longer does.
-        checks.append(pk)
-        return original(user, pk, **kwargs) if len(checks) == 1 else None
+    def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
+        reads.append(pk)
+        return original(user, pk, **kwargs)
 
-    monkeypatch.setattr(registration, "get_visible", visible_once)
+    monkeypatch.setattr(registration, "get_visible", counted)
+    task = domain["task"]
+    await save_title(task, "As committed")
+    socket = await connect(token=alice_key)
+
+    reply = await request(socket, subscribe_task(task, request_id=1))
+
+    # The snapshot is the object the access check read, not a second read of it.
+    assert reads == [task.pk]
+    assert reply["type"] == "SUBSCRIBED"
+    assert reply["payload"]["title"] == "As committed"
+
+
+async def test_one_read_of_the_project_decides_access_to_its_tasks_and_their_list(
+    connect, domain, alice_key, monkeypatch
+):
+    from api.models import Project
+    from notifications.registry import site
+
+    registration = site.get_for(Project)
+    reads = []
+    original = registration.get_visible
+
+    def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
+        reads.append(pk)
+        return original(user, pk, **kwargs)
+
+    monkeypatch.setattr(registration, "get_visible", counted)
+    project = domain["website"]
+    titles = sorted(await database_sync_to_async(lambda: list(project.tasks.values_list("title", flat=True)))())
+    socket = await connect(token=alice_key)
+
+    reply = await request(
+        socket, {"action": "subscribe", "model": "api.task", "filter": {"project": str(project.pk)}, "request_id": 1}
+    )
+
+    assert reads == [project.pk]
+    assert reply["type"] == "SUBSCRIBED"
+    assert sorted(row["title"] for row in reply["payload"]["results"]) == titles
+
+
+async def test_a_hidden_object_is_not_found_and_not_subscribed(connect, domain, alice_key, monkeypatch):
+    from api.models import Task
+    from notifications.registry import site
+
+    registration = site.get_for(Task)
+    monkeypatch.setattr(registration, "get_visible", lambda user, pk, **kwargs: None)
     task = domain["task"]
     socket = await connect(token=alice_key)
 
     reply = await request(socket, subscribe_task(task, request_id=1))
 
-    assert len(checks) == 2
     assert_error(reply, "not_found", request_id=1)
     assert reply["payload"] == NOT_FOUND
+    monkeypatch.undo()
     await save_title(task, "Not for alice")
     assert await socket.receive_nothing(timeout=0.2)
     await assert_open(socket)
