@@ -29,6 +29,7 @@ from . import metrics
 from .conf import live_settings
 from .limits import auth_failures, strangers
 from .sessions import session_user
+from .trips import database_trip
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -124,7 +125,7 @@ def client_address(scope: dict[str, Any]) -> str:
     return str(address)
 
 
-@database_sync_to_async
+@database_trip
 def authenticate_token(key: str) -> Any | None:
     """The active user of an API token, by the REST API's own authentication class."""
     if "\x00" in key:

@@ -36,6 +36,7 @@ from .subscriptions import (
     visible_target,
 )
 from .targets import Target, session_group, token_group, user_group, user_key
+from .trips import database_trip
 
 logger = logging.getLogger("notifications.consumers")
 
@@ -522,7 +523,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             frames.reply("SUBSCRIBED", payload, request_id, **meta, seq=position.seq, epoch=position.epoch, **extra)
         )
 
-    @database_sync_to_async
+    @database_trip
     def admit(
         self, subscription: Subscription, data: dict[str, Any], read: str | None
     ) -> tuple[dict[str, Any], Any, dict[str, bool] | None]:

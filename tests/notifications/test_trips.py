@@ -1,0 +1,125 @@
+"""Shared trips to the database thread (``notifications/trips.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from notifications.trips import database_trip
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+
+
+@database_trip
+def username_of(pk: int, connections: list[Any]) -> str:
+    from api.models import User
+
+    name = User.objects.get(pk=pk).username
+    # The driver's connection object itself, kept so that its address is not reused.
+    if not any(raw is connection.connection for raw in connections):
+        connections.append(connection.connection)
+    return name
+
+
+@database_trip
+def whose(value: int) -> tuple[str, int, int]:
+    if value < 0:
+        raise ValueError(f"negative: {value}")
+    return caller.get(), value, threading.get_ident()
+
+
+async def test_concurrent_calls_share_trips_and_each_gets_its_own_answer() -> None:
+    from api.models import User
+
+    users = [await User.objects.acreate(username=f"trip-{index}") for index in range(64)]
+    used: list[Any] = []
+
+    names = await asyncio.gather(*(username_of(user.pk, used) for user in users))
+
+    assert names == [user.username for user in users]
+    # A trip per call would open a connection per call (CONN_MAX_AGE 0); shared trips open a few.
+    assert 1 <= len(used) <= 4, len(used)
+
+
+async def test_a_lone_call_gets_its_answer() -> None:
+    from api.models import User
+
+    user = await User.objects.acreate(username="alone")
+
+    assert await username_of(user.pk, []) == "alone"
+
+
+async def test_an_exception_reaches_only_its_own_caller() -> None:
+    results = await asyncio.gather(whose(1), whose(-2), whose(3), return_exceptions=True)
+
+    assert [r[1] if isinstance(r, tuple) else r for r in results[::2]] == [1, 3]
+    assert isinstance(results[1], ValueError)
+    assert str(results[1]) == "negative: -2"
+
+
+async def test_each_call_runs_in_its_callers_context() -> None:
+    async def as_caller(name: str, value: int) -> tuple[str, int, int]:
+        caller.set(name)
+        return await whose(value)
+
+    results = await asyncio.gather(*(as_caller(f"socket-{index}", index) for index in range(10)))
+
+    assert [(name, value) for name, value, _thread in results] == [(f"socket-{i}", i) for i in range(10)]
+    assert len({thread for _name, _value, thread in results}) == 1  # Django's one database thread
+
+
+async def test_a_result_reaches_its_caller_before_the_rest_of_the_trip_is_done() -> None:
+    release = threading.Event()
+
+    @database_trip
+    def quick() -> str:
+        return "quick"
+
+    @database_trip
+    def slow() -> str:
+        if not release.wait(timeout=10):
+            raise TimeoutError("never released")
+        return "slow"
+
+    # Queued before the trip starts, the three calls go in one trip, in this order.
+    first = asyncio.ensure_future(quick())
+    second = asyncio.ensure_future(quick())
+    third = asyncio.ensure_future(slow())
+    assert await asyncio.wait_for(first, 5) == "quick"
+
+    # `slow` is still running in the same trip as `second`, and `second` has its answer already.
+    assert await asyncio.wait_for(second, 5) == "quick"
+    assert not third.done()
+    release.set()
+    assert await asyncio.wait_for(third, 5) == "slow"
+
+
+async def test_a_caller_that_gave_up_before_its_trip_is_not_run() -> None:
+    ran: list[int] = []
+    release = threading.Event()
+
+    @database_trip
+    def record(value: int) -> int:
+        if value == 0:
+            release.wait(timeout=10)
+        ran.append(value)
+        return value
+
+    blocking = asyncio.ensure_future(record(0))
+    await asyncio.sleep(0.05)  # the first trip is under way
+    abandoned = asyncio.ensure_future(record(1))
+    kept = asyncio.ensure_future(record(2))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    release.set()
+
+    assert await asyncio.wait_for(kept, 5) == 2
+    assert await blocking == 0
+    assert ran == [0, 2]
