@@ -27,6 +27,7 @@ from rest_framework import exceptions
 
 from . import metrics
 from .conf import live_settings
+from .hub import get_hub
 from .limits import auth_failures, strangers
 from .sessions import session_user
 from .trips import database_trip
@@ -169,7 +170,7 @@ class LiveAuthMiddleware:
         if key is not None:
             if not auth_failures.allows(address):
                 return await deny(scope, receive, send, TOO_MANY_REQUESTS)
-            user = await authenticate_token(key)
+            user = await get_hub().user_of_token(key, authenticate_token)
             if user is None:
                 auth_failures.spend(address)
                 return await deny(scope, receive, send)

@@ -357,7 +357,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             # This address guessed too often: no token of it is looked up for a while.
             await self.shutdown(CloseCode.FLOOD)
             return
-        user = await authenticate_token(key)
+        user = await self.hub.user_of_token(key, authenticate_token)
         if user is None:
             if self.failed_authentication(address):
                 await self.shutdown(CloseCode.FLOOD)

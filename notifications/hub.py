@@ -24,19 +24,21 @@ the members of those channels are told; the others keep receiving.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import os
 import secrets
 import weakref
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import metrics
 from .conf import live_settings
 from .streams import Listener, StreamStore, control_channel, get_store
+from .targets import token_group, user_group
 
 logger = logging.getLogger("notifications.hub")
 
@@ -76,6 +78,10 @@ class Hub:
         self.sockets: dict[Member, tuple[str, str]] = {}  # member -> (user, socket id), counted in the store
         self.refresher: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        # API tokens whose user is known here (user_of_token), and the lookups under way.
+        self.tokens: dict[str, _KnownToken] = {}
+        self.token_lookups: dict[str, asyncio.Future[Any]] = {}
+        self.closes = 0  # control messages that closed sockets, so far
         self._socket_ids = (f"{os.getpid()}.{secrets.token_hex(4)}.{n}" for n in itertools.count(1))
 
     # Channels -------------------------------------------------------------------
@@ -135,6 +141,51 @@ class Hub:
             members.discard(member)
             if not members:
                 del self.keys[key]
+                self.tokens.pop(key, None)
+
+    # API tokens ----------------------------------------------------------------------
+
+    async def user_of_token(self, key: str, lookup: Callable[[str], Awaitable[Any]]) -> Any | None:
+        """The active user of API token ``key``, or None: ``lookup(key)``, or what it answered a moment ago.
+
+        An answer is reused only while a socket of this process is attached
+        under the token (``attach``), so that the control message that closes
+        the token's sockets (the token deleted, its user deactivated or
+        deleted) reaches this process and forgets it, and for at most
+        ``TOKEN_MEMORY`` seconds. Concurrent lookups of one token are one.
+        Each caller gets a copy of the user of its own.
+        """
+        group = token_group(key)
+        loop = asyncio.get_running_loop()
+        known = self.tokens.get(group)
+        if known is not None:
+            if group in self.keys and loop.time() < known.until:
+                return copy.copy(known.user)
+            del self.tokens[group]
+        pending = self.token_lookups.get(group)
+        if pending is None:
+            pending = self.token_lookups[group] = asyncio.ensure_future(self._look_up(group, key, lookup))
+            pending.add_done_callback(lambda done: self._looked_up(group, done))
+        user = await asyncio.shield(pending)
+        return None if user is None else copy.copy(user)
+
+    async def _look_up(self, group: str, key: str, lookup: Callable[[str], Awaitable[Any]]) -> Any | None:
+        closes = self.closes
+        user = await lookup(key)
+        if user is not None and self.closes == closes:
+            # Not kept when sockets were closed meanwhile: the answer may predate a revocation.
+            until = asyncio.get_running_loop().time() + TOKEN_MEMORY
+            self.tokens[group] = _KnownToken(user, user_group(user.pk), until)
+        return user
+
+    def _looked_up(self, group: str, done: asyncio.Future[Any]) -> None:
+        if self.token_lookups.get(group) is done:
+            del self.token_lookups[group]
+
+    def _forget_tokens(self, keys: Collection[str]) -> None:
+        for group, known in list(self.tokens.items()):
+            if group in keys or known.user_key in keys:
+                del self.tokens[group]
 
     # Registrations in the store -----------------------------------------------------
 
@@ -274,7 +325,11 @@ class Hub:
         if message.get("type") == "rotate-all":
             targets: set[Member] = {member for entry in self.groups.values() for member in entry.members}
         else:
-            targets = {member for key in message.get("to", ()) for member in self.keys.get(key, ())}
+            keys = message.get("to", ())
+            if message.get("type") == "close":
+                self.closes += 1
+                self._forget_tokens(keys)
+            targets = {member for key in keys for member in self.keys.get(key, ())}
         for member in targets:
             if member is _CONTROL:
                 continue
@@ -300,6 +355,7 @@ class Hub:
                 if channel == control_channel():
                     told.update((member, channel) for group in self.keys.values() for member in group)
                     self.keys.clear()
+                    self.tokens.clear()
             for member, channel in told.items():
                 self._tell_lost(member, channel, error)
             return
@@ -309,6 +365,7 @@ class Hub:
         members = {member for entry in entries for member in entry.members}
         members.update(member for group in self.keys.values() for member in group)
         self.keys.clear()
+        self.tokens.clear()
         for member in members:
             self._tell_lost(member, "*", error)
 
@@ -319,6 +376,17 @@ class Hub:
             member.hub_lost(channel, error)
         except Exception:
             logger.exception("A socket failed to take the loss of the store")
+
+
+#: Seconds an API token's user is reused for new sockets (``Hub.user_of_token``).
+TOKEN_MEMORY = 60.0
+
+
+@dataclass(frozen=True)
+class _KnownToken:
+    user: Any
+    user_key: str  # the user's control key: a message closing it forgets the token
+    until: float
 
 
 class _ControlMember:
