@@ -12,6 +12,13 @@ them, so that other work waiting for the thread is not held up for long). Each
 call runs in its caller's context, and its result or exception reaches its
 caller as soon as it returns, not at the end of the trip. A lone call is one
 trip, as before.
+
+The queue is first in, first out until its oldest call has waited ``LIFO_AFTER``
+seconds; from then on, until it empties, the newest calls go first. Under a
+load the thread cannot keep up with, first in, first out serves every call
+late: in a reconnect storm, later than the clients wait for a reply, so that
+each one gives up, asks again and is served late again, and none recovers.
+Newest first serves most calls in time, and the old ones once the load passes.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -32,9 +40,12 @@ R = TypeVar("R")
 #: Calls per trip at most.
 BATCH = 32
 
+#: Seconds the oldest queued call may wait before the newest calls go first.
+LIFO_AFTER = 1.0
+
 
 class _Call:
-    __slots__ = ("args", "context", "func", "future", "kwargs")
+    __slots__ = ("args", "context", "func", "future", "kwargs", "queued_at")
 
     def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.func = func
@@ -42,6 +53,7 @@ class _Call:
         self.kwargs = kwargs
         self.context = contextvars.copy_context()
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued_at = time.monotonic()
 
 
 class _Queue:
@@ -75,8 +87,9 @@ async def _drain(queue: _Queue) -> None:
     loop = asyncio.get_running_loop()
     while queue.calls:
         batch: list[_Call] = []
+        newest_first = time.monotonic() - queue.calls[0].queued_at >= LIFO_AFTER
         while queue.calls and len(batch) < BATCH:
-            queued = queue.calls.popleft()
+            queued = queue.calls.pop() if newest_first else queue.calls.popleft()
             if not queued.future.done():  # a caller that gave up (cancelled) is skipped
                 batch.append(queued)
         if not batch:

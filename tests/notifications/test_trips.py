@@ -123,3 +123,32 @@ async def test_a_caller_that_gave_up_before_its_trip_is_not_run() -> None:
     assert await asyncio.wait_for(kept, 5) == 2
     assert await blocking == 0
     assert ran == [0, 2]
+
+
+@pytest.mark.parametrize(("wait", "order"), [(0.0, [0, 1, 2, 3]), (0.2, [0, 3, 2, 1])])
+async def test_calls_go_in_order_until_the_oldest_has_waited_too_long_then_newest_first(
+    monkeypatch: pytest.MonkeyPatch, wait: float, order: list[int]
+) -> None:
+    from notifications import trips
+
+    monkeypatch.setattr(trips, "LIFO_AFTER", 0.1)
+    ran: list[int] = []
+    release = threading.Event()
+
+    @database_trip
+    def record(value: int) -> int:
+        if value == 0:
+            release.wait(timeout=10)
+        ran.append(value)
+        return value
+
+    under_way = asyncio.ensure_future(record(0))
+    await asyncio.sleep(0.05)  # its trip is under way; the next calls queue
+    old = asyncio.ensure_future(record(1))
+    await asyncio.sleep(wait)
+    newer = [asyncio.ensure_future(record(2)), asyncio.ensure_future(record(3))]
+    await asyncio.sleep(0)
+    release.set()
+
+    assert await asyncio.wait_for(asyncio.gather(under_way, old, *newer), 5) == [0, 1, 2, 3]
+    assert ran == order
