@@ -430,6 +430,26 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
             )
         previous = self.subscriptions.pop(target.stream, None)
+        # An object this socket holds a subscription of needs no second access check to be
+        # recovered: each event is decided for this user as it is committed, and a change
+        # elsewhere (a membership) re-checks it or ends it (`recheck`), so the subscription stands
+        # for the access unless a re-check is under way. A client that timed out asks again,
+        # after the first request was answered: in a storm, that second answer costs no query.
+        vouched = (
+            previous is not None
+            and previous.pending is None
+            and self.held is None
+            and "since" in data
+            and not target.is_collection
+        )
+        # The same request again (same `since` and `epoch`): its client got, on this socket, every
+        # event the first answer was followed by, and holds them while it waits for this answer
+        # (docs/protocol.md, section 5); the replay starts after them rather than repeat them.
+        resume = None
+        if previous is not None and previous.pending is None and "since" in data:
+            asked = (data["since"], data["epoch"])
+            if previous.asked == asked and previous.epoch == data["epoch"]:
+                resume = previous.sent
         if previous is not None:
             self.recorder.unsubscribed(previous.target.model)
             await self._leave(previous)
@@ -445,7 +465,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             position = await self._register(subscription)
             self.hub.track(target.stream, subscription.user)
             tracked = True
-            await self.send_snapshot(subscription, position, data, request_id)
+            await self.send_snapshot(subscription, position, data, request_id, vouched=vouched, resume=resume)
         except Exception as exc:
             # No SUBSCRIBED reply (the user may not see the target, the store is
             # down): no events either.
@@ -473,6 +493,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         position: Position,
         data: dict[str, Any],
         request_id: Any,
+        *,
+        vouched: bool = False,
+        resume: int | None = None,
     ) -> None:
         target = subscription.target
         meta = target.meta()
@@ -480,17 +503,22 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         texts: list[str] | None = None
         if "since" in data:
             try:
-                replay = await get_store().replay(target.stream, data["since"], data["epoch"])
+                start = max(data["since"], resume or 0)
+                replay = await get_store().replay(target.stream, start, data["epoch"])
             except Exception as exc:
                 logger.warning("Stream store unavailable while recovering %s", target.stream, exc_info=True)
                 raise Unavailable(str(exc)) from exc
-            subscription.sent = data["since"]
+            subscription.sent = start
+            subscription.asked = (data["since"], data["epoch"])
             texts = (
                 delivery.replay(subscription, replay.earlier, replay.messages) if replay.messages is not None else None
             )
         # Recovered, an object needs no read; a collection, the ids of its members now.
         read = "full" if texts is None else "members" if target.is_collection else None
-        data, payload, members = await self.admit(subscription, data, read)
+        if read is None and vouched:
+            payload, members = None, None
+        else:
+            data, payload, members = await self.admit(subscription, data, read)
         if texts is not None:
             subscription.seq = replay.position.seq
             subscription.epoch = replay.position.epoch

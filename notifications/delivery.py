@@ -56,6 +56,8 @@ class Subscription:
     members: dict[str, bool] | None = None
     complete: bool = True
     pending: list[tuple[dict[str, Any], int | None]] | None = field(default_factory=list)
+    # The `since` and `epoch` the subscribe that made this subscription asked for (None: none).
+    asked: tuple[int, str] | None = None
 
 
 def outcome(subscription: Subscription, message: dict[str, Any]) -> str | Verdict | None:

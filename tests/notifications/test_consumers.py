@@ -751,6 +751,82 @@ async def test_resubscribe_with_since_recovers_missed_events_in_order(connect, d
     assert await socket.receive_nothing()
 
 
+async def test_a_resubscribe_of_an_object_the_socket_holds_is_recovered_without_a_second_check(
+    connect, domain, bob_key, monkeypatch
+):
+    # A client whose resubscribe timed out sends it again; the socket holds the subscription by then.
+    from notifications.consumers import NotificationConsumer
+
+    checks = []
+    original = NotificationConsumer.admit
+
+    async def counted(self: Any, subscription: Any, *args: Any) -> Any:
+        checks.append(subscription.target.id)
+        return await original(self, subscription, *args)
+
+    monkeypatch.setattr(NotificationConsumer, "admit", counted)
+    task = domain["task"]
+    socket = await connect(token=bob_key)
+    first = await request(socket, subscribe_task(task, request_id=1))
+    since, epoch = first["meta"]["seq"], first["meta"]["epoch"]
+    await write_three(task)
+    assert_missed_updates([await socket.receive_json_from() for _ in range(3)], task, since)
+
+    reply = await request(socket, subscribe_task(task, request_id=2, since=since, epoch=epoch))
+
+    assert_subscribed(
+        reply, None, model="api.task", id=str(task.pk), request_id=2, seq=since, epoch=epoch, recovered=True
+    )
+    assert_missed_updates([await socket.receive_json_from() for _ in range(3)], task, since)
+    assert checks == [str(task.pk)]
+    assert await socket.receive_nothing()
+    # A different `since` is another request: its events are replayed, with no second check either.
+    reply = await request(socket, subscribe_task(task, request_id=3, since=since + 1, epoch=epoch))
+    assert reply["meta"]["recovered"] is True
+    frames = [await socket.receive_json_from() for _ in range(2)]
+    assert [(f["meta"]["seq"], f["payload"]["title"]) for f in frames] == [(since + 2, "two"), (since + 3, "three")]
+    assert checks == [str(task.pk)]
+    assert await socket.receive_nothing()
+
+    # Once bob's access is gone, the subscription is gone with it, and so is the shortcut.
+    await database_sync_to_async(domain["website"].members.remove)(domain["bob"])
+    revoked = await socket.receive_json_from()
+    assert (revoked["type"], revoked["meta"]["reason"]) == ("UNSUBSCRIBED", "revoked")
+    assert await socket.receive_nothing(timeout=0.5)  # every path of the revocation has run
+    reply = await request(socket, subscribe_task(task, request_id=4, since=since, epoch=epoch))
+    assert_error(reply, "not_found", request_id=4)
+    assert checks == [str(task.pk), str(task.pk)]
+
+
+async def test_the_same_subscribe_sent_again_does_not_repeat_the_events_that_followed_its_first_answer(
+    connect, domain, bob_key
+):
+    # A client that timed out sends the same request again. It holds what followed the first answer
+    # (client.js buffers events while a subscribe of the target is unanswered); the second answer
+    # continues from there, so the client is sent each event once.
+    task = domain["task"]
+    socket = await connect(token=bob_key)
+    first = await request(socket, subscribe_task(task, request_id=1))
+    since, epoch = first["meta"]["seq"], first["meta"]["epoch"]
+    await request(socket, {"action": "unsubscribe", "model": "api.task", "id": str(task.pk)})
+    await write_three(task)
+    again = subscribe_task(task, request_id=2, since=since, epoch=epoch)
+    reply = await request(socket, again)
+    assert reply["meta"]["recovered"] is True
+    assert_missed_updates([await socket.receive_json_from() for _ in range(3)], task, since)
+
+    reply = await request(socket, {**again, "request_id": 3})
+
+    assert_subscribed(
+        reply, None, model="api.task", id=str(task.pk), request_id=3, seq=since, epoch=epoch, recovered=True
+    )
+    assert await socket.receive_nothing()
+    await save_title(task, "four")
+    live = await socket.receive_json_from()
+    assert (live["payload"]["title"], live["meta"]["seq"]) == ("four", since + 4)
+    assert live["meta"].get("prev", since + 3) == since + 3
+
+
 async def test_reconnect_with_since_recovers_missed_events(connect, domain, alice_key):
     task = domain["task"]
     socket = await connect(token=alice_key)
@@ -916,3 +992,27 @@ async def test_flood_of_bad_frames_gets_one_error_each_and_socket_stays_open(
     }
     assert await socket.receive_json_from() == {"type": "PONG", "payload": None, "meta": {"request_id": "end"}}
     assert await socket.receive_nothing()
+
+
+async def test_the_same_subscribe_of_a_collection_sent_again_does_not_repeat_its_events(connect, domain, bob_key):
+    task, project = domain["task"], domain["website"]
+    frame = {"action": "subscribe", "model": "api.task", "filter": {"project": str(project.pk)}}
+    socket = await connect(token=bob_key)
+    first = await request(socket, {**frame, "request_id": 1})
+    since, epoch = first["meta"]["seq"], first["meta"]["epoch"]
+    await request(socket, {"action": "unsubscribe", "model": "api.task", "filter": {"project": str(project.pk)}})
+    await write_three(task)
+    again = {**frame, "since": since, "epoch": epoch}
+    assert (await request(socket, {**again, "request_id": 2}))["meta"]["recovered"] is True
+    replayed = [await socket.receive_json_from() for _ in range(3)]
+    assert [(f["type"], f["payload"]["title"]) for f in replayed] == [
+        ("UPDATE_TASK", t) for t in ("one", "two", "three")
+    ]
+
+    reply = await request(socket, {**again, "request_id": 3})
+
+    assert (reply["type"], reply["meta"]["recovered"], reply["meta"]["seq"]) == ("SUBSCRIBED", True, since)
+    assert await socket.receive_nothing()
+    await save_title(task, "four")
+    live = await socket.receive_json_from()
+    assert (live["payload"]["title"], live["meta"]["seq"]) == ("four", since + 4)
