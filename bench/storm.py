@@ -49,25 +49,29 @@ COLLECTION_EVERY = 4  # every 4th socket subscribes to a project's tasks, the ot
 
 # Where the drf-live server's time goes during the fresh subscribe storm (first match wins).
 SUBSCRIBE_BUCKETS = [
-    ("token lookup: `authenticate_token` (DRF's `TokenAuthentication`, one query)", ["authenticate_token"]),
     (
-        "access check: validating the subscribe (`SubscriptionSerializer`: the viewset's queryset and permissions)",
-        ["._validate (", "._validated (", "SubscriptionSerializer", "NotificationConsumer.validate ("],
+        "token lookup: `authenticate_token` (DRF's `TokenAuthentication`, one query) or the process's memory of it",
+        ["authenticate_token", "Hub.user_of_token"],
     ),
     (
-        "snapshot: the viewset's read and the serializer (or the list)",
-        ["NotificationConsumer.snapshot (", "NotificationConsumer._read_snapshot ("],
+        "access check and snapshot, in one trip (`admit`: the viewset's queryset, permissions and serializer)",
+        ["NotificationConsumer.admit (", "NotificationConsumer._read_snapshot ("],
     ),
+    (
+        "checking the request's shape (`SubscriptionSerializer`, no database)",
+        ["._validate (", "._validated (", "SubscriptionSerializer"],
+    ),
+    ("the rest of a trip to the database thread (`notifications/trips.py`, asgiref)", ["trips.py", "asgiref/"]),
     (
         "Redis register: `hub.join` (the group), `store.register` (seq, position, sockets per user)",
         ["_register (", "Hub.join", "Hub.track", "redis/", "channels_redis/"],
     ),
-    ("the rest of the subscribe (frames, replies)", ["NotificationConsumer.send_snapshot", "NotificationConsumer"]),
+    ("the rest of the subscribe (frames, replies, the replay)", ["NotificationConsumer"]),
     (
         "the handshake: uvicorn's HTTP and WebSocket protocol, drf-live's handshake checks",
         ["uvicorn/", "websockets/", "notifications/handshake", "LiveAuthMiddleware"],
     ),
-    ("other drf-live and Django code", ["notifications/", "django/", "rest_framework/", "asgiref/"]),
+    ("other drf-live and Django code", ["notifications/", "django/", "rest_framework/"]),
 ]
 PLAIN_BUCKETS = [
     ("token lookup: `user_of` (one query)", ["user_of"]),
