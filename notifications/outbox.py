@@ -80,7 +80,7 @@ _insert_sql_cache: dict[str, str] = {}
 def _insert_sql(vendor: str, quote: Any) -> str:
     sql = _insert_sql_cache.get(vendor)
     if sql is None:
-        columns = ", ".join(quote(OutboxEntry._meta.get_field(name).column) for name in _INSERT_COLUMNS)
+        columns = ", ".join(quote(field.column) for field in _insert_fields())
         marks = ", ".join(["%s"] * len(_INSERT_COLUMNS))
         sql = _insert_sql_cache[vendor] = (
             f"INSERT INTO {quote(OutboxEntry._meta.db_table)} ({columns}) VALUES ({marks})"
