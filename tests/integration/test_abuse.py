@@ -394,8 +394,10 @@ async def test_wrong_token_is_refused_with_403(server: Server) -> None:
 )
 async def test_revoked_credentials_close_the_socket_with_4001_within_a_second(server: Server, revoke: str) -> None:
     key = await asyncio.to_thread(new_user_token, server)
-    async with ws_as(server, key) as ws, ws_as(server, server.tokens["bob"]) as other:
+    # The second socket of the token is authenticated from the process's memory of the first.
+    async with ws_as(server, key) as ws, ws_as(server, key) as again, ws_as(server, server.tokens["bob"]) as other:
         await assert_open(ws)
+        await assert_open(again)
 
         # Another process commits; the close travels through Redis to this server.
         await asyncio.to_thread(manage, "shell", "-c", revoke.format(key=key), env=server.env)
@@ -404,6 +406,7 @@ async def test_revoked_credentials_close_the_socket_with_4001_within_a_second(se
 
         assert code == 4001
         assert time.monotonic() - revoked < 1.0
+        assert await close_code(again, timeout=5) == 4001
         await assert_open(other)
         await receive_nothing(other)
     with pytest.raises(InvalidStatus) as refused:
