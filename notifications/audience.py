@@ -111,7 +111,7 @@ def _decide_object(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
         if user is not None and declared is not None:
             visible = key in declared and registration.has_permission(registration.get_view(user))
         elif user is not None:
-            obj = registration.get_visible(user, pk)
+            obj = registration.get_visible(user, pk, equalised=False)
             visible = obj is not None
         else:
             visible = False
@@ -158,7 +158,7 @@ def _decide_member(unit: Unit, users: Sequence[str], accounts: dict[str, Any], u
     else:
         for key in users:
             user = accounts.get(key)
-            queryset = registration.get_visible_collection(user, filter) if user is not None else None
+            queryset = registration.get_visible_collection(user, filter, equalised=False) if user is not None else None
             if queryset is None:
                 revoked.append(key)
                 continue
@@ -321,7 +321,7 @@ def _read_members(
 ) -> None:
     """The member as each audience's list reads it (one user of each); disagreeing declarations deny."""
     for audience, (user, _obj) in list(seen.items()):
-        queryset = registration.get_visible_collection(user, filter)
+        queryset = registration.get_visible_collection(user, filter, equalised=False)
         obj = queryset.filter(pk=pk).first() if queryset is not None else None
         if obj is not None:
             seen[audience] = (user, obj)
@@ -346,7 +346,7 @@ def _payloads(
     payloads = {}
     for audience, (user, obj) in seen.items():
         if obj is None:
-            obj = registration.get_visible(user, pk)
+            obj = registration.get_visible(user, pk, equalised=False)
         if obj is None:
             # subscribable_by() named users the viewset does not show it to.
             logger.warning(
