@@ -513,7 +513,8 @@ async def test_one_read_decides_access_and_the_snapshot_of_an_object(connect, do
     original = registration.get_visible
 
     def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
-        reads.append(pk)
+        if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
+            reads.append(pk)
         return original(user, pk, **kwargs)
 
     monkeypatch.setattr(registration, "get_visible", counted)
@@ -540,7 +541,8 @@ async def test_one_read_of_the_project_decides_access_to_its_tasks_and_their_lis
     original = registration.get_visible
 
     def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
-        reads.append(pk)
+        if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
+            reads.append(pk)
         return original(user, pk, **kwargs)
 
     monkeypatch.setattr(registration, "get_visible", counted)
