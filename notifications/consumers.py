@@ -430,26 +430,18 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
             )
         previous = self.subscriptions.pop(target.stream, None)
-        # An object this socket holds a subscription of needs no second access check to be
-        # recovered: each event is decided for this user as it is committed, and a change
-        # elsewhere (a membership) re-checks it or ends it (`recheck`), so the subscription stands
-        # for the access unless a re-check is under way. A client that timed out asks again,
-        # after the first request was answered: in a storm, that second answer costs no query.
-        vouched = (
-            previous is not None
-            and previous.pending is None
-            and self.held is None
-            and "since" in data
-            and not target.is_collection
-        )
-        # The same request again (same `since` and `epoch`): its client got, on this socket, every
-        # event the first answer was followed by, and holds them while it waits for this answer
+        # A subscribe with `since` of a target this socket holds (a client that timed out asks
+        # again, after the first request was answered) can lean on the subscription it replaces.
+        again = previous is not None and previous.pending is None and "since" in data
+        # An object needs no second access check to be recovered: each event is decided for this
+        # user as it is committed, and a change elsewhere (a membership) re-checks it or ends it
+        # (`recheck`), so the subscription stands for the access unless a re-check is under way.
+        vouched = again and self.held is None and not target.is_collection
+        # The same request (same `since` and `epoch`): its client got, on this socket, every event
+        # the first answer was followed by, and holds them while it waits for this answer
         # (docs/protocol.md, section 5); the replay starts after them rather than repeat them.
-        resume = None
-        if previous is not None and previous.pending is None and "since" in data:
-            asked = (data["since"], data["epoch"])
-            if previous.asked == asked and previous.epoch == data["epoch"]:
-                resume = previous.sent
+        same = again and previous is not None and previous.asked == (data["since"], data["epoch"])
+        resume = previous.sent if same and previous is not None and previous.epoch == data["epoch"] else None
         if previous is not None:
             self.recorder.unsubscribed(previous.target.model)
             await self._leave(previous)

@@ -153,6 +153,27 @@ def bob_key(domain: dict[str, Any], token_for: Any) -> str:
 
 
 @pytest.fixture
+def subscribe_reads(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``subscribe_reads(Model)``: the ids the subscribe's equalised lookup reads of that model, in order."""
+    from notifications.registry import site
+
+    def watch(model: Any) -> list[Any]:
+        registration = site.get_for(model)
+        reads: list[Any] = []
+        original = registration.get_visible
+
+        def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
+            if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
+                reads.append(pk)
+            return original(user, pk, **kwargs)
+
+        monkeypatch.setattr(registration, "get_visible", counted)
+        return reads
+
+    return watch
+
+
+@pytest.fixture
 def missing_task_id(domain: dict[str, Any]) -> str:
     """The hashid of a task that existed in a project alice sees, and was deleted."""
     from api.models import Task
@@ -504,20 +525,10 @@ async def test_every_way_of_naming_nothing_visible_answers_the_same_not_found(
     assert await socket.receive_nothing(timeout=0.2)
 
 
-async def test_one_read_decides_access_and_the_snapshot_of_an_object(connect, domain, alice_key, monkeypatch):
+async def test_one_read_decides_access_and_the_snapshot_of_an_object(connect, domain, alice_key, subscribe_reads):
     from api.models import Task
-    from notifications.registry import site
 
-    registration = site.get_for(Task)
-    reads = []
-    original = registration.get_visible
-
-    def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
-        if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
-            reads.append(pk)
-        return original(user, pk, **kwargs)
-
-    monkeypatch.setattr(registration, "get_visible", counted)
+    reads = subscribe_reads(Task)
     task = domain["task"]
     await save_title(task, "As committed")
     socket = await connect(token=alice_key)
@@ -531,21 +542,11 @@ async def test_one_read_decides_access_and_the_snapshot_of_an_object(connect, do
 
 
 async def test_one_read_of_the_project_decides_access_to_its_tasks_and_their_list(
-    connect, domain, alice_key, monkeypatch
+    connect, domain, alice_key, subscribe_reads
 ):
     from api.models import Project
-    from notifications.registry import site
 
-    registration = site.get_for(Project)
-    reads = []
-    original = registration.get_visible
-
-    def counted(user: Any, pk: Any, **kwargs: Any) -> Any:
-        if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
-            reads.append(pk)
-        return original(user, pk, **kwargs)
-
-    monkeypatch.setattr(registration, "get_visible", counted)
+    reads = subscribe_reads(Project)
     project = domain["website"]
     titles = sorted(await database_sync_to_async(lambda: list(project.tasks.values_list("title", flat=True)))())
     socket = await connect(token=alice_key)

@@ -35,6 +35,21 @@ def whose(value: int) -> tuple[str, int, int]:
     return caller.get(), value, threading.get_ident()
 
 
+def recorder() -> tuple[Any, list[int], threading.Event]:
+    """A trip function that records its values in order; the call with 0 holds its trip until released."""
+    ran: list[int] = []
+    release = threading.Event()
+
+    @database_trip
+    def record(value: int) -> int:
+        if value == 0:
+            release.wait(timeout=10)
+        ran.append(value)
+        return value
+
+    return record, ran, release
+
+
 async def test_concurrent_calls_share_trips_and_each_gets_its_own_answer() -> None:
     from api.models import User
 
@@ -102,15 +117,7 @@ async def test_a_result_reaches_its_caller_before_the_rest_of_the_trip_is_done()
 
 
 async def test_a_caller_that_gave_up_before_its_trip_is_not_run() -> None:
-    ran: list[int] = []
-    release = threading.Event()
-
-    @database_trip
-    def record(value: int) -> int:
-        if value == 0:
-            release.wait(timeout=10)
-        ran.append(value)
-        return value
+    record, ran, release = recorder()
 
     blocking = asyncio.ensure_future(record(0))
     await asyncio.sleep(0.05)  # the first trip is under way
@@ -132,15 +139,7 @@ async def test_calls_go_in_order_until_the_oldest_has_waited_too_long_then_newes
     from notifications import trips
 
     monkeypatch.setattr(trips, "LIFO_AFTER", 0.1)
-    ran: list[int] = []
-    release = threading.Event()
-
-    @database_trip
-    def record(value: int) -> int:
-        if value == 0:
-            release.wait(timeout=10)
-        ran.append(value)
-        return value
+    record, ran, release = recorder()
 
     under_way = asyncio.ensure_future(record(0))
     await asyncio.sleep(0.05)  # its trip is under way; the next calls queue
