@@ -12,7 +12,10 @@ measures, each time interleaving the two cases in random order:
    which calls ``Registration.get_visible``), for a task that exists but that
    the attacker may not see and for one that does not exist, as drf-live does
    it now ("as is") and with the change recommended in docs/security.md
-   ("equalised"); and the ``EXPLAIN ANALYZE`` of both lookups;
+   ("equalised"); the lookup of such a task together with one of the
+   attacker's own (``Registration.get_visible_many``, what subscribes of one
+   user waiting for the database together share); and the ``EXPLAIN ANALYZE``
+   of both single lookups;
 2. unless ``--no-socket``: what an attacker measures, the round trip of a
    ``subscribe`` frame to a real uvicorn on that database, for both versions.
 
@@ -151,7 +154,7 @@ def build(projects: int) -> dict[str, str]:
     victim = User.objects.create_user("victim", password=PASSWORD)
     others = [User.objects.create_user(f"member-{n}", password=None) for n in range(20)]
     own = Project.objects.create(name="Mallory's", owner=attacker)
-    Task.objects.create(project=own, title="Mallory's task")
+    own_task = Task.objects.create(project=own, title="Mallory's task")
     last = None
     for n in range(projects):
         project = Project.objects.create(name=f"Victim's {n}", owner=victim)
@@ -164,7 +167,12 @@ def build(projects: int) -> dict[str, str]:
         (largest,) = cursor.fetchone()
     field: Any = Task._meta.pk
     missing = str(field.get_hashid(largest + 1_000_000))  # a well-formed id that names no task
-    return {"forbidden": str(last.pk), "missing": missing, "token": Token.objects.create(user=attacker).key}
+    return {
+        "forbidden": str(last.pk),
+        "missing": missing,
+        "own": str(own_task.pk),
+        "token": Token.objects.create(user=attacker).key,
+    }
 
 
 def in_process(ids: dict[str, str], samples: int) -> list[str]:
@@ -204,6 +212,23 @@ def in_process(ids: dict[str, str], samples: int) -> list[str]:
                     registration.get_visible(attacker, registration.decode_id(ids[case]))
     finally:
         Registration.get_visible = original  # type: ignore[method-assign]
+
+    # Subscribes of one user that wait for the database together are looked up together
+    # (`get_visible_many`): the attacker's own task and the case's id, in one lookup.
+    own = registration.decode_id(ids["own"])
+
+    def measure_shared(case: str) -> float:
+        keys = [registration.decode_id(ids[case]), own]
+        started = time.perf_counter()
+        found = registration.get_visible_many(attacker, keys)
+        elapsed = time.perf_counter() - started
+        assert found[keys[0]] is None and found[own] is not None, found
+        return elapsed
+
+    interleaved(50, measure_shared)
+    lines.append(
+        summary("shared lookup of it and a task of the attacker's, in process", *interleaved(samples, measure_shared))
+    )
     return lines + ["", "EXPLAIN (ANALYZE) of the lookup:", *plans]
 
 

@@ -29,10 +29,13 @@ from .registry import Registry, site
 from .relay import relay
 from .streams import Position, control_channel, get_store
 from .subscriptions import (
+    Seen,
     SubscriptionSerializer,
     TargetSerializer,
     ViewsetRequestSerializer,
     error_code,
+    look_up_together,
+    user_state,
     visible_target,
 )
 from .targets import Target, session_group, token_group, user_group, user_key
@@ -42,6 +45,17 @@ logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
 CLOSE_NORMAL = 1000  # what ASGI assumes for a websocket.close without a code
+
+
+def _same_user(consumer: NotificationConsumer, *args: Any, **kwargs: Any) -> Any:
+    """The subscribes of one user on one host go in one trip, so that their objects are read together."""
+    user = consumer.user
+    return None if user is None or not user.is_authenticated else (user.pk, consumer.host)
+
+
+def _look_up_together(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Seen:
+    """Before a trip's subscribes: the objects they name, one query per user and model (``look_up_together``)."""
+    return look_up_together((args[0].user, args[0].host, args[2]) for args, _ in calls)
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
@@ -543,24 +557,32 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             frames.reply("SUBSCRIBED", payload, request_id, **meta, seq=position.seq, epoch=position.epoch, **extra)
         )
 
-    @database_trip
+    @database_trip(key=_same_user, prepare=_look_up_together)
     def admit(
-        self, subscription: Subscription, data: dict[str, Any], read: str | None
+        self,
+        subscription: Subscription,
+        data: dict[str, Any],
+        read: str | None,
+        *,
+        prepared: Seen | None = None,
     ) -> tuple[dict[str, Any], Any, dict[str, bool] | None]:
         """May this user see the target (``not_found`` if not), and, in the same trip, its snapshot.
 
         ``data``: the request as validated without the database. ``read``:
         ``"full"`` (the payload, and a collection's members), ``"members"`` (a
-        collection's members only) or None (nothing).
+        collection's members only) or None (nothing). ``prepared``: the objects
+        the subscribes of this trip name, looked up together per user
+        (``_look_up_together``).
         """
         target, registration = subscription.target, subscription.registration
+        seen = prepared.get((user_state(self.user), self.host)) if prepared else None
         if target.is_collection:
             # The objects the filter names are checked once, for the access and the list alike.
-            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host)
+            lookups = registration.collection_lookups(self.user, data["filter"], host=self.host, seen=seen)
             instance = None if lookups is None else registration.collection_queryset(self.user, lookups, host=self.host)
             data = {**data, "lookups": lookups}
         else:
-            instance = visible_target(data, self.user, self.host)
+            instance = visible_target(data, self.user, self.host, seen)
         if instance is None:
             raise RequestError("not_found")
         data = {**data, "instance": instance}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -206,16 +206,34 @@ class Registration:
         return view.filter_queryset(view.get_queryset()).filter(**lookups)
 
     def collection_lookups(
-        self, user: Any, filter: dict[str, str], *, host: str | None = None, equalised: bool = True
+        self,
+        user: Any,
+        filter: dict[str, str],
+        *,
+        host: str | None = None,
+        equalised: bool = True,
+        seen: Mapping[tuple[str, str], Any] | None = None,
     ) -> dict[str, Any] | None:
-        """The ORM lookups of ``filter``, if ``user`` may see every object it names; else None."""
+        """The ORM lookups of ``filter``, if ``user`` may see every object it names; else None.
+
+        ``seen``: objects already looked up for this user and host, by
+        ``(label, str(pk))`` (None for one they may not see), as
+        ``consumers.look_up_together`` finds them.
+        """
         lookups: dict[str, Any] = {}
         for name, value in filter.items():
             related = self._related_registration(name)
             if related is None:
                 return None
             pk = related.decode_id(value)
-            if pk is None or related.get_visible(user, pk, host=host, equalised=equalised) is None:
+            if pk is None:
+                return None
+            key = (related.label, str(pk))
+            if seen is not None and key in seen:
+                obj = seen[key]
+            else:
+                obj = related.get_visible(user, pk, host=host, equalised=equalised)
+            if obj is None:
                 return None
             lookups[name] = pk
         return lookups
@@ -317,6 +335,34 @@ class Registration:
         if obj is None or not self.has_permission(view, obj):
             return None
         return obj
+
+    def get_visible_many(self, user: Any, pks: Iterable[Any], *, host: str | None = None) -> dict[Any, Any]:
+        """``get_visible`` of several keys for one user: ``{pk: object or None}``, in four queries.
+
+        Equalised as ``get_visible`` is, for a set: the viewset's rules run on as
+        many existing rows as there are keys (each key's row if it exists, else
+        a stand-in from the first rows of the table that no key names), and only
+        which of those rows they let through comes back; the visible targets are
+        then read whole. Every query runs whatever the keys name, so the time
+        tells neither how many exist nor which.
+        """
+        asked = {str(pk): pk for pk in pks}
+        found: dict[Any, Any] = dict.fromkeys(asked.values())
+        view = self.get_view(user, host=host)
+        if not self.has_permission(view):
+            return found
+        rows = self.model._default_manager.order_by()
+        existing = {str(pk): pk for pk in rows.filter(pk__in=list(asked.values())).values_list("pk", flat=True)}
+        first = rows.order_by("pk").values_list("pk", flat=True)[: 2 * len(asked)]
+        spare = [pk for pk in first if str(pk) not in asked][: len(asked) - len(existing)]
+        visible = view.filter_queryset(view.get_queryset())
+        passed = visible.filter(pk__in=[*existing.values(), *spare]).values_list("pk", flat=True)
+        hits = [existing[key] for key in map(str, passed) if key in existing]
+        if hits:
+            for obj in visible.filter(pk__in=hits):
+                if self.has_permission(view, obj):
+                    found[asked[str(obj.pk)]] = obj
+        return found
 
     def _read_visible(self, user: Any, pk: Any, *, host: str | None = None) -> models.Model | None:
         view = self.get_view(user, host=host)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from rest_framework import serializers
@@ -108,14 +109,87 @@ class SubscriptionSerializer(TargetSerializer):
         return self.validated_data["group"]
 
 
-def visible_target(attrs: dict[str, Any], user: Any, host: str | None) -> Any | None:
-    """The object (or a collection's queryset) ``attrs`` names, if ``user`` may see it; else None."""
+def visible_target(
+    attrs: dict[str, Any], user: Any, host: str | None, seen: Mapping[tuple[str, str], Any] | None = None
+) -> Any | None:
+    """The object (or a collection's queryset) ``attrs`` names, if ``user`` may see it; else None.
+
+    ``seen``: objects ``look_up_together`` already looked up for this user and host.
+    """
     registration = attrs["registration"]
     target: Target = attrs["target"]
     if target.is_collection:
         return registration.get_visible_collection(user, dict(attrs["filter"]), host=host)
     pk = registration.decode_id(attrs["id"])
-    return registration.get_visible(user, pk, host=host) if pk is not None else None
+    if pk is None:
+        return None
+    if seen is not None and (registration.label, str(pk)) in seen:
+        return seen[(registration.label, str(pk))]
+    return registration.get_visible(user, pk, host=host)
+
+
+#: Objects looked up together, by (``user_state``, host), then by (label, ``str(pk)``); None if not visible.
+Seen = dict[tuple[Hashable, str | None], dict[tuple[str, str], Any]]
+
+
+def look_up_together(asks: Iterable[tuple[Any, str | None, dict[str, Any]]]) -> Seen:
+    """Look up, for several subscribes, the objects they name, with one query per user, host and model.
+
+    ``asks``: ``(user, host, attrs)`` per subscribe (``attrs`` as validated
+    without the database). The objects that one user (as ``user_state`` tells
+    users apart) names two or more of, on one host, are read by one
+    ``Registration.get_visible_many``; the rest are left to ``visible_target``.
+    """
+    wanted: dict[tuple[Hashable, str | None], dict[Any, list[Any]]] = {}
+    users: dict[tuple[Hashable, str | None], Any] = {}
+    for user, host, attrs in asks:
+        state = user_state(user)
+        if state is None:
+            continue
+        users.setdefault((state, host), user)
+        by_model = wanted.setdefault((state, host), {})
+        for registration, pk in named_objects(attrs):
+            by_model.setdefault(registration, []).append(pk)
+    seen: Seen = {}
+    for group, by_model in wanted.items():
+        for registration, pks in by_model.items():
+            if len(set(map(str, pks))) < 2:
+                continue
+            found = registration.get_visible_many(users[group], pks, host=group[1])
+            seen.setdefault(group, {}).update(((registration.label, str(pk)), obj) for pk, obj in found.items())
+    return seen
+
+
+def named_objects(attrs: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """``(registration, pk)`` of each object a subscribe names: its object, or those its filter names."""
+    registration = attrs["registration"]
+    if not attrs["target"].is_collection:
+        pk = registration.decode_id(attrs["id"])
+        return [] if pk is None else [(registration, pk)]
+    named = []
+    for name, value in dict(attrs["filter"]).items():
+        related = registration._related_registration(name)
+        pk = None if related is None else related.decode_id(value)
+        if pk is not None:
+            named.append((related, pk))
+    return named
+
+
+def user_state(user: Any) -> Hashable | None:
+    """What tells users apart for a shared lookup: the class and every field's value (None: share nothing).
+
+    Two sockets share a lookup only when their users are the same row in the
+    same state, so that the viewset's rules, which may read any of it, see the
+    same user. Anonymous users and users with an unhashable field share nothing.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or getattr(user, "_meta", None) is None:
+        return None
+    try:
+        state = (type(user), tuple(getattr(user, field.attname) for field in user._meta.concrete_fields))
+        hash(state)
+    except (AttributeError, TypeError):
+        return None
+    return state
 
 
 def error_code(errors: Any) -> tuple[str, list[str]]:

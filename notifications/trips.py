@@ -19,6 +19,13 @@ load the thread cannot keep up with, first in, first out serves every call
 late: in a reconnect storm, later than the clients wait for a reply, so that
 each one gives up, asks again and is served late again, and none recovers.
 Newest first serves most calls in time, and the old ones once the load passes.
+
+A function may also name a ``key`` and a ``prepare``. The queued calls with the
+key of a call taken for a trip go in that same trip (the subscribes of one user,
+say); ``prepare`` runs once per trip, in the database thread before the calls,
+with the arguments of every call of the function in the trip, and each call gets
+what it returned as ``prepared`` (None if it raised: the calls then do their own
+work). That is how the work of several calls becomes one query.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import time
 import weakref
 from collections import deque
@@ -37,6 +45,8 @@ from channels.db import database_sync_to_async
 P = ParamSpec("P")
 R = TypeVar("R")
 
+logger = logging.getLogger(__name__)
+
 #: Calls per trip at most.
 BATCH = 32
 
@@ -45,12 +55,21 @@ LIFO_AFTER = 1.0
 
 
 class _Call:
-    __slots__ = ("args", "context", "func", "future", "kwargs", "queued_at")
+    __slots__ = ("args", "context", "func", "future", "key", "kwargs", "prepare", "queued_at")
 
-    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: Any = None,
+        prepare: Callable[[list[tuple[tuple[Any, ...], dict[str, Any]]]], Any] | None = None,
+    ) -> None:
         self.func = func
         self.args = args
         self.kwargs = kwargs
+        self.key = key
+        self.prepare = prepare
         self.context = contextvars.copy_context()
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.queued_at = time.monotonic()
@@ -65,16 +84,33 @@ class _Queue:
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
 
-def database_trip(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
-    """``database_sync_to_async``, with the calls of concurrent callers sharing trips."""
+def database_trip(
+    func: Callable[..., Any] | None = None,
+    *,
+    key: Callable[..., Any] | None = None,
+    prepare: Callable[[list[tuple[tuple[Any, ...], dict[str, Any]]]], Any] | None = None,
+) -> Any:
+    """``database_sync_to_async``, with the calls of concurrent callers sharing trips.
 
+    ``key(*args, **kwargs)``: calls with the same key (not None) go in one trip.
+    ``prepare(calls)``: run once per trip with the ``(args, kwargs)`` of each of
+    the function's calls in it; its result reaches each call as ``prepared``.
+    """
+    if func is None:
+        return functools.partial(database_trip, key=key, prepare=prepare)
+    return _sharing(func, key, prepare)
+
+
+def _sharing(
+    func: Callable[P, R], key: Callable[..., Any] | None, prepare: Callable[..., Any] | None
+) -> Callable[P, Awaitable[R]]:
     @functools.wraps(func)
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         queue = _queues.get(loop)
         if queue is None:
             queue = _queues[loop] = _Queue()
-        queued = _Call(func, args, kwargs)
+        queued = _Call(func, args, kwargs, key(*args, **kwargs) if key is not None else None, prepare)
         queue.calls.append(queued)
         if queue.drainer is None or queue.drainer.done():
             queue.drainer = loop.create_task(_drain(queue))
@@ -92,6 +128,8 @@ async def _drain(queue: _Queue) -> None:
             queued = queue.calls.pop() if newest_first else queue.calls.popleft()
             if not queued.future.done():  # a caller that gave up (cancelled) is skipped
                 batch.append(queued)
+                if queued.key is not None:
+                    batch.extend(_companions(queue, queued, BATCH - len(batch)))
         if not batch:
             continue
         try:
@@ -105,11 +143,44 @@ async def _drain(queue: _Queue) -> None:
                 raise
 
 
+def _companions(queue: _Queue, queued: _Call, room: int) -> list[_Call]:
+    """Take from the queue, in their order, up to ``room`` waiting calls with ``queued``'s key."""
+    if room <= 0:
+        return []
+    taken = [other for other in queue.calls if other.key == queued.key and other.func is queued.func][:room]
+    if taken:
+        chosen = set(map(id, taken))
+        queue.calls = deque(other for other in queue.calls if id(other) not in chosen)
+    return [other for other in taken if not other.future.done()]
+
+
+def _prepared(batch: list[_Call]) -> dict[Callable[..., Any], Any]:
+    """What each function's ``prepare`` returns for its calls in this trip (None where it raised)."""
+    groups: dict[Callable[..., Any], list[_Call]] = {}
+    for queued in batch:
+        if queued.prepare is not None:
+            groups.setdefault(queued.func, []).append(queued)
+    prepared: dict[Callable[..., Any], Any] = {}
+    for func, calls in groups.items():
+        prepare = calls[0].prepare
+        assert prepare is not None
+        try:
+            prepared[func] = calls[0].context.copy().run(prepare, [(c.args, c.kwargs) for c in calls])
+        except Exception:
+            logger.warning("Could not prepare %d calls of %s together", len(calls), func.__qualname__, exc_info=True)
+            prepared[func] = None
+    return prepared
+
+
 @database_sync_to_async
 def _trip(batch: list[_Call], loop: asyncio.AbstractEventLoop) -> None:
+    prepared = _prepared(batch)
     for queued in batch:
         try:
-            result = queued.context.run(queued.func, *queued.args, **queued.kwargs)
+            if queued.prepare is not None:
+                result = queued.context.run(queued.func, *queued.args, prepared=prepared[queued.func], **queued.kwargs)
+            else:
+                result = queued.context.run(queued.func, *queued.args, **queued.kwargs)
         except Exception as exc:  # noqa: BLE001 - it is the caller's, and reaches the caller
             loop.call_soon_threadsafe(_settle, queued.future, None, exc)
         else:

@@ -151,3 +151,56 @@ async def test_calls_go_in_order_until_the_oldest_has_waited_too_long_then_newes
 
     assert await asyncio.wait_for(asyncio.gather(under_way, old, *newer), 5) == [0, 1, 2, 3]
     assert ran == order
+
+
+def grouping() -> tuple[Any, list[list[str]], threading.Event]:
+    """A trip function keyed by its value's letter, whose ``prepare`` records each trip's calls.
+
+    ``"hold"`` holds its trip until released. Each call returns its value and what ``prepare`` gave it.
+    """
+    trips: list[list[str]] = []
+    release = threading.Event()
+
+    def prepare(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> str:
+        values = [args[0] for args, _kwargs in calls]
+        trips.append(values)
+        if "boom" in values:
+            raise RuntimeError("could not prepare")
+        return "+".join(values)
+
+    @database_trip(key=lambda value: value[0], prepare=prepare)
+    def keyed(value: str, *, prepared: str | None = None) -> tuple[str, str | None]:
+        if value == "hold":
+            release.wait(timeout=10)
+        return value, prepared
+
+    return keyed, trips, release
+
+
+async def test_queued_calls_with_one_key_share_a_trip_and_what_it_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
+    from notifications import trips as trips_module
+
+    monkeypatch.setattr(trips_module, "BATCH", 2)
+    keyed, trips, release = grouping()
+
+    under_way = asyncio.ensure_future(keyed("hold"))
+    await asyncio.sleep(0.05)  # its trip is under way; the next calls queue, letters interleaved
+    queued = [asyncio.ensure_future(keyed(value)) for value in ["a1", "b1", "a2", "b2"]]
+    await asyncio.sleep(0)
+    release.set()
+
+    results = await asyncio.wait_for(asyncio.gather(*queued), 5)
+    assert (await under_way)[0] == "hold"
+    # In order of arrival, two per trip, the trips would be a1+b1 and a2+b2; the key pairs them.
+    assert trips == [["hold"], ["a1", "a2"], ["b1", "b2"]]
+    assert results == [("a1", "a1+a2"), ("b1", "b1+b2"), ("a2", "a1+a2"), ("b2", "b1+b2")]
+
+
+async def test_calls_whose_prepare_raised_are_still_answered_each_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
+    keyed, trips, _release = grouping()
+
+    results = await asyncio.wait_for(asyncio.gather(keyed("boom"), keyed("bonus")), 5)
+
+    assert trips == [["boom", "bonus"]]
+    assert results == [("boom", None), ("bonus", None)]
+    assert "Could not prepare 2 calls" in caplog.text

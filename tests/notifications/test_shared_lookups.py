@@ -1,0 +1,193 @@
+"""Subscribes of one user that share a trip to the database thread read their objects together.
+
+``Registration.get_visible_many`` answers what ``get_visible`` answers, key by
+key, in a fixed number of queries, and runs the viewset's rules on as many
+existing rows whatever the keys name; the consumer uses it for the subscribes
+one user has waiting together (``notifications/trips.py``, ``key`` and ``prepare``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from notifications.registry import site
+from notifications.subscriptions import look_up_together, user_state
+from notifications.targets import Target
+from notifications.trips import database_trip
+from tests.notifications.test_consumers import rest_get, subscribe_task, task_url
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+NOT_FOUND = {"code": "not_found", "detail": "No such object."}
+
+
+def gone_task_ids(project: Any, count: int) -> list[str]:
+    """Hashids of tasks that existed and were deleted."""
+    from api.models import Task
+
+    ids = []
+    for index in range(count):
+        task = Task.objects.create(project=project, title=f"Gone {index}")
+        ids.append(str(task.pk))
+        task.delete()
+    return ids
+
+
+def test_many_keys_are_answered_as_get_visible_answers_each(domain: dict[str, Any]) -> None:
+    from api.models import Task
+
+    registration = site.get_for(Task)
+    [missing] = gone_task_ids(domain["website"], 1)
+    asked = [str(domain["task"].pk), str(domain["hidden"].pk), missing, str(domain["task"].pk)]
+    keys = [registration.decode_id(value) for value in asked]
+
+    for name in ("alice", "bob", "carol"):
+        user = domain[name]
+        found = registration.get_visible_many(user, keys)
+        one_by_one = {key: registration.get_visible(user, key) for key in keys}
+        assert set(found) == set(one_by_one)
+        assert {key: obj and obj.pk for key, obj in found.items()} == {
+            key: obj and obj.pk for key, obj in one_by_one.items()
+        }, name
+    # bob sees the website's task only; carol the secret one only.
+    assert [bool(obj) for obj in registration.get_visible_many(domain["bob"], keys[:3]).values()] == [
+        True,
+        False,
+        False,
+    ]
+    assert [bool(obj) for obj in registration.get_visible_many(domain["carol"], keys[:3]).values()] == [
+        False,
+        True,
+        False,
+    ]
+
+
+def test_the_same_queries_run_for_keys_that_are_missing_and_keys_that_are_hidden(domain: dict[str, Any]) -> None:
+    from api.models import Task
+
+    registration = site.get_for(Task)
+    secret = domain["secret"]
+    hidden = [str(Task.objects.create(project=secret, title=f"Hidden {index}").pk) for index in range(3)]
+    missing = gone_task_ids(secret, 3)
+
+    def statements(ids: list[str]) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            found = registration.get_visible_many(domain["bob"], [registration.decode_id(value) for value in ids])
+        assert set(found.values()) == {None}
+        # The statements with every value taken out: what is left is what the database is asked to do.
+        return [re.sub(r"'[^']*'|\b\d+\b", "?", query["sql"]) for query in queries.captured_queries]
+
+    as_hidden, as_missing = statements(hidden), statements(missing)
+
+    assert as_hidden == as_missing
+    # One read of which keys exist, one of the stand-ins, one of the viewset's rules on three rows.
+    assert len(as_hidden) == 3
+    assert as_hidden[2].count("?, ?, ?)") == 1, as_hidden[2]
+
+
+@pytest.mark.asyncio
+async def test_the_subscribes_of_one_user_waiting_together_read_their_objects_together(
+    connect: Any, domain: dict[str, Any], token_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from api.models import Project, Task
+    from notifications import trips
+
+    asked: dict[str, list[list[str]]] = {"api.task": [], "api.project": []}
+    one_by_one: list[str] = []
+    for model in (Task, Project):
+        registration = site.get_for(model)
+        many, single = registration.get_visible_many, registration.get_visible
+
+        def counted_many(user: Any, pks: Any, *, _many: Any = many, _label: str = registration.label, **kw: Any) -> Any:
+            pks = list(pks)
+            asked[_label].append(sorted(map(str, pks)))
+            return _many(user, pks, **kw)
+
+        def counted_single(user: Any, pk: Any, *, _single: Any = single, **kw: Any) -> Any:
+            if kw.get("equalised", True):  # the subscribe's lookup, not the relay's
+                one_by_one.append(str(pk))
+            return _single(user, pk, **kw)
+
+        monkeypatch.setattr(registration, "get_visible_many", counted_many)
+        monkeypatch.setattr(registration, "get_visible", counted_single)
+
+    [missing] = await database_sync_to_async(gone_task_ids)(domain["website"], 1)
+    task, hidden, website, secret = domain["task"], domain["hidden"], domain["website"], domain["secret"]
+    key = await database_sync_to_async(token_for)(domain["bob"])
+    frames = {
+        "task": subscribe_task(task, request_id="task"),
+        "hidden": subscribe_task(hidden, request_id="hidden"),
+        "missing": {"action": "subscribe", "model": "api.task", "id": missing, "request_id": "missing"},
+        "website": {"action": "subscribe", "model": "api.task", "filter": {"project": str(website.pk)}},
+        "secret": {"action": "subscribe", "model": "api.task", "filter": {"project": str(secret.pk)}},
+    }
+    # A socket answers its frames one after another: a socket per subscribe, all of them bob's.
+    sockets = {name: await connect(token=key) for name in frames}
+
+    # Hold the database thread, so that the subscribes queue for it together.
+    release = threading.Event()
+
+    @database_trip
+    def hold() -> None:
+        release.wait(timeout=10)
+
+    held = asyncio.ensure_future(hold())
+    await asyncio.sleep(0.05)
+    for name, frame in frames.items():
+        await sockets[name].send_json_to({**frame, "request_id": name})
+    queue = trips._queues[asyncio.get_running_loop()]
+    for _ in range(100):
+        if len(queue.calls) == len(frames):
+            break
+        await asyncio.sleep(0.02)
+    assert len(queue.calls) == len(frames)
+    release.set()
+    await held
+
+    replies = {name: await socket.receive_json_from() for name, socket in sockets.items()}
+
+    assert replies["task"]["type"] == "SUBSCRIBED"
+    assert replies["task"]["payload"] == await rest_get(domain["bob"], task_url(task))
+    for name in ("hidden", "missing", "secret"):
+        assert (replies[name]["type"], replies[name]["payload"]) == ("ERROR", NOT_FOUND)
+    assert replies["website"]["type"] == "SUBSCRIBED"
+    assert [row["title"] for row in replies["website"]["payload"]["results"]] == ["Write docs"]
+    assert all(reply["meta"]["request_id"] == name for name, reply in replies.items())
+    # One read per model for the five subscribes of two sockets of bob, none one by one.
+    assert asked == {
+        "api.task": [sorted([str(task.pk), str(hidden.pk), missing])],
+        "api.project": [sorted([str(website.pk), str(secret.pk)])],
+    }
+    assert one_by_one == []
+    for socket in sockets.values():
+        assert await socket.receive_nothing(timeout=0.1)
+
+
+def test_users_in_different_states_do_not_share_a_read(domain: dict[str, Any]) -> None:
+    """Two sockets of one user whose copies of the user differ (one loaded before a change) read apart."""
+    from api.models import Task
+
+    registration = site.get_for(Task)
+    bob = domain["bob"]
+    changed = type(bob).objects.get(pk=bob.pk)
+    changed.is_staff = True
+    asks = [
+        (user, None, {"registration": registration, "id": str(task.pk), "target": Target("api.task", id=str(task.pk))})
+        for user, task in [(bob, domain["task"]), (changed, domain["hidden"]), (bob, domain["hidden"])]
+    ]
+
+    seen = look_up_together(asks)
+
+    assert user_state(bob) != user_state(changed)
+    # bob's two asks are read together; the changed copy's one ask is left to `get_visible`.
+    assert set(seen) == {(user_state(bob), None)}
+    assert {key for _label, key in seen[(user_state(bob), None)]} == {str(domain["task"].pk), str(domain["hidden"].pk)}
