@@ -368,19 +368,29 @@ def profile_summary(
     top: int = 15,
     buckets_of: list[tuple[str, list[str]]] = PROFILE_BUCKETS,
     what: str = "samples of the server's main thread while it delivered",
+    waits: tuple[str, ...] = (),
 ) -> str:
-    """Where the samples of a py-spy ``--format raw`` file go: by activity, and the hottest functions."""
+    """Where the samples of a py-spy ``--format raw`` file go: by activity, and the hottest functions.
+
+    ``waits``: functions that only wait (``Condition.wait``); a sample whose
+    innermost frame is one of them is a thread that was blocked, which py-spy's
+    ``--nonblocking`` does not always recognise as idle. Such samples are left
+    out and counted apart.
+    """
     if not path.exists():
         return ""
     buckets: Counter[str] = Counter()
     own: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = [_frame_name(frame) for frame in stack.split(";")]
+        if any(frames[-1].startswith(f"{name} (") for name in waits):
+            waiting += count
+            continue
         total += count
         own[frames[-1]] += count
         for label, needles in buckets_of:
@@ -393,8 +403,10 @@ def profile_summary(
         return ""
     by_activity = "\n".join(f"| {100 * n / total:.1f}% | {label} |" for label, n in buckets.most_common())
     hottest = "\n".join(f"| {100 * n / total:.1f}% | `{name}` |" for name, n in own.most_common(top))
+    blocked = ", ".join(f"`{name}`" for name in waits)
+    left_out = f" ({waiting:,} more of threads blocked in {blocked}, left out)" if waiting else ""
     return (
-        f"{total:,} {what}.\n\n"
+        f"{total:,} {what}{left_out}.\n\n"
         f"By activity (a sample counts for the first activity found on its stack):\n\n"
         f"| share | activity |\n|---|---|\n{by_activity}\n\n"
         f"Hottest functions, self time (time in C, such as uvloop's, shows on the Python frame that called it, "

@@ -54,8 +54,9 @@ SUBSCRIBE_BUCKETS = [
         ["authenticate_token", "Hub.user_of_token"],
     ),
     (
-        "access check and snapshot, in one trip (`admit`: the viewset's queryset, permissions and serializer)",
-        ["NotificationConsumer.admit (", "NotificationConsumer._read_snapshot ("],
+        "access check and snapshot, in one trip (`admit`: the viewset's queryset, permissions and serializer; "
+        "`look_up_together`: the objects the subscribes of one user in the trip name, read together)",
+        ["NotificationConsumer.admit (", "NotificationConsumer._read_snapshot (", "_look_up_together ("],
     ),
     (
         "checking the request's shape (`SubscriptionSerializer`, no database)",
@@ -73,6 +74,8 @@ SUBSCRIBE_BUCKETS = [
     ),
     ("other drf-live and Django code", ["notifications/", "django/", "rest_framework/"]),
 ]
+# A thread blocked here waits for work (the relay between events); py-spy may sample it all the same.
+WAITS = ("Condition.wait",)
 PLAIN_BUCKETS = [
     ("token lookup: `user_of` (one query)", ["user_of"]),
     ("`group_add` (channels_redis)", ["group_add", "channels_redis/", "redis/"]),
@@ -504,12 +507,14 @@ def profiles() -> str:
         buckets_of=SUBSCRIBE_BUCKETS,
         what="samples of the drf-live server's threads (event loop and database threads) while the N sockets "
         "connected, authenticated and subscribed",
+        waits=WAITS,
     )
     plain = report.profile_summary(
         LOGS / "profile-E-fresh-channels.txt",
         top=8,
         buckets_of=PLAIN_BUCKETS,
         what="samples of the plain Channels server's threads during its storm",
+        waits=WAITS,
     )
     return "\n\n".join(part for part in [live, plain] if part)
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable, Mapping
 from typing import Any
 
 import orjson
@@ -53,9 +53,25 @@ def _same_user(consumer: NotificationConsumer, *args: Any, **kwargs: Any) -> Any
     return None if user is None or not user.is_authenticated else (user.pk, consumer.host)
 
 
-def _look_up_together(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Seen:
+class SharedTrip:
+    """What the subscribes in one trip to the database share (``prepare`` of ``admit``).
+
+    ``seen``: the objects they name, looked up together per user and model
+    (``look_up_together``). ``admitted``: each target let in and read so far in
+    the trip, by user (``user_state``), origin, stream and what was read: the
+    same user asking for the same target in the same trip, after the positions
+    of both were registered, gets the same check and the same read (several tabs
+    that reconnect together). A refusal is not kept: the next asks again.
+    """
+
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+        self.admitted: dict[Hashable, tuple[Any, dict[str, bool] | None]] = {}
+
+
+def _look_up_together(calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> SharedTrip:
     """Before a trip's subscribes: the objects they name, one query per user and model (``look_up_together``)."""
-    return look_up_together((args[0].user, args[0].host, args[2]) for args, _ in calls)
+    return SharedTrip(look_up_together((args[0].user, args[0].host, args[2]) for args, _ in calls))
 
 
 class NotificationConsumer(AsyncWebsocketConsumer):
@@ -564,18 +580,33 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         data: dict[str, Any],
         read: str | None,
         *,
-        prepared: Seen | None = None,
+        prepared: SharedTrip | None = None,
     ) -> tuple[dict[str, Any], Any, dict[str, bool] | None]:
         """May this user see the target (``not_found`` if not), and, in the same trip, its snapshot.
 
         ``data``: the request as validated without the database. ``read``:
         ``"full"`` (the payload, and a collection's members), ``"members"`` (a
-        collection's members only) or None (nothing). ``prepared``: the objects
-        the subscribes of this trip name, looked up together per user
-        (``_look_up_together``).
+        collection's members only) or None (nothing). ``prepared``: what the
+        subscribes of this trip share (``SharedTrip``).
         """
+        state = user_state(self.user)
+        shared = prepared if prepared is not None and state is not None else None
+        key = (state, self.origin, subscription.target.stream, read)
+        if shared is not None and key in shared.admitted:
+            # This user was let in and read this target in this trip already: the same answer.
+            payload, members = shared.admitted[key]
+        else:
+            seen = prepared.seen.get((state, self.host)) if prepared is not None else None
+            payload, members = self._admit(subscription, data, read, seen)
+            if shared is not None:
+                shared.admitted[key] = (payload, members)
+        # Each subscription keeps its own members (events change them); the payload is only encoded.
+        return data, payload, None if members is None else dict(members)
+
+    def _admit(
+        self, subscription: Subscription, data: dict[str, Any], read: str | None, seen: Mapping[Any, Any] | None
+    ) -> tuple[Any, dict[str, bool] | None]:
         target, registration = subscription.target, subscription.registration
-        seen = prepared.get((user_state(self.user), self.host)) if prepared else None
         if target.is_collection:
             # The objects the filter names are checked once, for the access and the list alike.
             lookups = registration.collection_lookups(self.user, data["filter"], host=self.host, seen=seen)
@@ -585,11 +616,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             instance = visible_target(data, self.user, self.host, seen)
         if instance is None:
             raise RequestError("not_found")
-        data = {**data, "instance": instance}
         if read is None:
-            return data, None, None
-        payload, members = self._read_snapshot(subscription, data, members_only=read == "members")
-        return data, payload, members
+            return None, None
+        return self._read_snapshot(subscription, {**data, "instance": instance}, members_only=read == "members")
 
     def _read_snapshot(
         self, subscription: Subscription, data: dict[str, Any], *, members_only: bool = False

@@ -139,9 +139,12 @@ def look_up_together(asks: Iterable[tuple[Any, str | None, dict[str, Any]]]) -> 
     without the database). The objects that one user (as ``user_state`` tells
     users apart) names two or more of, on one host, are read by one
     ``Registration.get_visible_many``; the rest are left to ``visible_target``.
+    Objects named only by collections' filters are read for the access only
+    (``whole=False``): the list's snapshot reads what it shows itself.
     """
     wanted: dict[tuple[Hashable, str | None], dict[Any, list[Any]]] = {}
     users: dict[tuple[Hashable, str | None], Any] = {}
+    whole: set[Any] = set()  # (group, registration) with an object subscribed: read it as GET does
     for user, host, attrs in asks:
         state = user_state(user)
         if state is None:
@@ -150,12 +153,16 @@ def look_up_together(asks: Iterable[tuple[Any, str | None, dict[str, Any]]]) -> 
         by_model = wanted.setdefault((state, host), {})
         for registration, pk in named_objects(attrs):
             by_model.setdefault(registration, []).append(pk)
+        if not attrs["target"].is_collection:
+            whole.add(((state, host), attrs["registration"]))
     seen: Seen = {}
     for group, by_model in wanted.items():
         for registration, pks in by_model.items():
             if len(set(map(str, pks))) < 2:
                 continue
-            found = registration.get_visible_many(users[group], pks, host=group[1])
+            found = registration.get_visible_many(
+                users[group], pks, host=group[1], whole=(group, registration) in whole
+            )
             seen.setdefault(group, {}).update(((registration.label, str(pk)), obj) for pk, obj in found.items())
     return seen
 

@@ -40,6 +40,30 @@ def gone_task_ids(project: Any, count: int) -> list[str]:
     return ids
 
 
+async def together(sends: list[tuple[Any, dict[str, Any]]]) -> None:
+    """Send each frame on its socket while the database thread is held, so that they wait for it together."""
+    from notifications import trips
+
+    release = threading.Event()
+
+    @database_trip
+    def hold() -> None:
+        release.wait(timeout=10)
+
+    held = asyncio.ensure_future(hold())
+    await asyncio.sleep(0.05)
+    for socket, frame in sends:
+        await socket.send_json_to(frame)
+    queue = trips._queues[asyncio.get_running_loop()]
+    for _ in range(100):
+        if len(queue.calls) == len(sends):
+            break
+        await asyncio.sleep(0.02)
+    assert len(queue.calls) == len(sends)
+    release.set()
+    await held
+
+
 def test_many_keys_are_answered_as_get_visible_answers_each(domain: dict[str, Any]) -> None:
     from api.models import Task
 
@@ -92,6 +116,25 @@ def test_the_same_queries_run_for_keys_that_are_missing_and_keys_that_are_hidden
     assert as_hidden[2].count("?, ?, ?)") == 1, as_hidden[2]
 
 
+def test_objects_read_for_the_access_only_skip_the_querysets_prefetch(domain: dict[str, Any]) -> None:
+    from api.models import Project
+
+    registration = site.get_for(Project)
+    keys = [registration.decode_id(str(domain[name].pk)) for name in ("website", "secret")]
+
+    with CaptureQueriesContext(connection) as as_get:
+        whole = registration.get_visible_many(domain["bob"], keys)
+    with CaptureQueriesContext(connection) as for_access:
+        bare = registration.get_visible_many(domain["bob"], keys, whole=False)
+
+    assert [obj and obj.pk for obj in bare.values()] == [obj and obj.pk for obj in whole.values()]
+    assert [obj and obj.pk for obj in bare.values()] == [domain["website"].pk, None]
+    # The same rows, without the viewset's prefetch of the members (one query less).
+    assert len(for_access) == len(as_get) - 1
+    assert "members" in whole[keys[0]]._prefetched_objects_cache
+    assert not getattr(bare[keys[0]], "_prefetched_objects_cache", None)
+
+
 @pytest.mark.asyncio
 async def test_the_subscribes_of_one_user_waiting_together_read_their_objects_together(
     connect: Any, domain: dict[str, Any], token_for: Any, monkeypatch: pytest.MonkeyPatch
@@ -99,7 +142,6 @@ async def test_the_subscribes_of_one_user_waiting_together_read_their_objects_to
     from channels.db import database_sync_to_async
 
     from api.models import Project, Task
-    from notifications import trips
 
     asked: dict[str, list[list[str]]] = {"api.task": [], "api.project": []}
     one_by_one: list[str] = []
@@ -133,26 +175,7 @@ async def test_the_subscribes_of_one_user_waiting_together_read_their_objects_to
     # A socket answers its frames one after another: a socket per subscribe, all of them bob's.
     sockets = {name: await connect(token=key) for name in frames}
 
-    # Hold the database thread, so that the subscribes queue for it together.
-    release = threading.Event()
-
-    @database_trip
-    def hold() -> None:
-        release.wait(timeout=10)
-
-    held = asyncio.ensure_future(hold())
-    await asyncio.sleep(0.05)
-    for name, frame in frames.items():
-        await sockets[name].send_json_to({**frame, "request_id": name})
-    queue = trips._queues[asyncio.get_running_loop()]
-    for _ in range(100):
-        if len(queue.calls) == len(frames):
-            break
-        await asyncio.sleep(0.02)
-    assert len(queue.calls) == len(frames)
-    release.set()
-    await held
-
+    await together([(sockets[name], {**frame, "request_id": name}) for name, frame in frames.items()])
     replies = {name: await socket.receive_json_from() for name, socket in sockets.items()}
 
     assert replies["task"]["type"] == "SUBSCRIBED"
@@ -191,3 +214,97 @@ def test_users_in_different_states_do_not_share_a_read(domain: dict[str, Any]) -
     # bob's two asks are read together; the changed copy's one ask is left to `get_visible`.
     assert set(seen) == {(user_state(bob), None)}
     assert {key for _label, key in seen[(user_state(bob), None)]} == {str(domain["task"].pk), str(domain["hidden"].pk)}
+
+
+@pytest.mark.asyncio
+async def test_sockets_of_one_user_asking_for_one_target_together_share_its_check_and_read_not_its_state(
+    connect: Any, domain: dict[str, Any], token_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from api.models import Project, Task
+    from notifications import actions
+
+    lists: list[Any] = []
+    serialized: list[Any] = []
+    original_run = actions.run
+    registration = site.get_for(Task)
+    original_serialize = registration.serialize
+
+    def counted_run(registration: Any, action: str, *args: Any, **kwargs: Any) -> Any:
+        lists.append(action)
+        return original_run(registration, action, *args, **kwargs)
+
+    def counted_serialize(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        serialized.append(instance.pk)
+        return original_serialize(instance, *args, **kwargs)
+
+    monkeypatch.setattr(actions, "run", counted_run)
+    monkeypatch.setattr(registration, "serialize", counted_serialize)
+    checked: list[str] = []
+    for model in (Task, Project):
+        each = site.get_for(model)
+
+        def counted_check(user: Any, pk: Any, *, _original: Any = each.get_visible, **kwargs: Any) -> Any:
+            if kwargs.get("equalised", True):  # the subscribe's lookup, not the relay's
+                checked.append(str(pk))
+            return _original(user, pk, **kwargs)
+
+        monkeypatch.setattr(each, "get_visible", counted_check)
+    task, website = domain["task"], domain["website"]
+    key = await database_sync_to_async(token_for)(domain["bob"])
+    listing = {"action": "subscribe", "model": "api.task", "filter": {"project": str(website.pk)}}
+    lists_sockets = [await connect(token=key) for _ in range(2)]
+    task_sockets = [await connect(token=key) for _ in range(2)]
+
+    await together(
+        [(socket, {**listing, "request_id": "list"}) for socket in lists_sockets]
+        + [(socket, subscribe_task(task, request_id="task")) for socket in task_sockets]
+    )
+
+    list_replies = [await socket.receive_json_from() for socket in lists_sockets]
+    task_replies = [await socket.receive_json_from() for socket in task_sockets]
+    expected_list = await rest_get(domain["bob"], f"/api/tasks/?project={website.pk}")
+    assert [reply["payload"] for reply in list_replies] == [expected_list, expected_list]
+    expected_task = await rest_get(domain["bob"], task_url(task))
+    assert [reply["payload"] for reply in task_replies] == [expected_task, expected_task]
+    # One check and one read of the list and of the task, for two sockets each.
+    assert sorted(checked) == sorted([str(task.pk), str(website.pk)])
+    assert (lists, serialized) == (["list"], [task.pk])
+
+    # Each socket holds its own members: a new task is new to both lists.
+    created = await database_sync_to_async(Task.objects.create)(project=website, title="Shared read")
+    for socket in lists_sockets:
+        event = await socket.receive_json_from()
+        assert (event["type"], event["payload"]["title"]) == ("CREATE_TASK", "Shared read")
+    created_id = str(created.pk)
+    await database_sync_to_async(created.delete)()
+    for socket in lists_sockets:
+        event = await socket.receive_json_from()
+        assert (event["type"], event["payload"]) == ("DELETE_TASK", {"id": created_id})
+    for socket in [*lists_sockets, *task_sockets]:
+        assert await socket.receive_nothing(timeout=0.1)
+
+
+@pytest.mark.asyncio
+async def test_what_one_user_was_let_in_to_in_a_trip_is_not_shared_with_another(
+    connect: Any, domain: dict[str, Any], token_for: Any
+) -> None:
+    from channels.db import database_sync_to_async
+
+    hidden = domain["hidden"]
+    sockets = {}
+    for name in ("carol", "bob", "carol-again", "bob-again"):
+        key = await database_sync_to_async(token_for)(domain[name.removesuffix("-again")])
+        sockets[name] = await connect(token=key)
+
+    await together([(socket, subscribe_task(hidden, request_id=name)) for name, socket in sockets.items()])
+
+    replies = {name: await socket.receive_json_from() for name, socket in sockets.items()}
+    expected = await rest_get(domain["carol"], task_url(hidden))
+    for name in ("carol", "carol-again"):
+        assert (replies[name]["type"], replies[name]["payload"]) == ("SUBSCRIBED", expected)
+    for name in ("bob", "bob-again"):
+        assert (replies[name]["type"], replies[name]["payload"]) == ("ERROR", NOT_FOUND)
+    for socket in sockets.values():
+        assert await socket.receive_nothing(timeout=0.1)
