@@ -17,7 +17,8 @@ class UserQuerySet(models.QuerySet["User"]):
         if not user.is_authenticated:
             return self.none()
         shared = Project.objects.visible_to(user)
-        return self.filter(Q(pk=user.pk) | Q(owned_projects__in=shared) | Q(projects__in=shared)).distinct()
+        members = Project.members.through.objects.filter(project__in=shared).values("user")
+        return self.filter(Q(pk=user.pk) | Q(pk__in=shared.values("owner")) | Q(pk__in=members))
 
 
 class ProjectQuerySet(models.QuerySet["Project"]):
@@ -25,7 +26,9 @@ class ProjectQuerySet(models.QuerySet["Project"]):
         """A project is visible to its owner and its members."""
         if not user.is_authenticated:
             return self.none()
-        return self.filter(Q(owner=user) | Q(members=user)).distinct()
+        # The user's own memberships, by the index on the user: not a join over every membership.
+        memberships = self.model.members.through.objects.filter(user=user).values("project")
+        return self.filter(Q(owner=user) | Q(pk__in=memberships))
 
 
 class TaskQuerySet(models.QuerySet["Task"]):

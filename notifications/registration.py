@@ -133,7 +133,7 @@ class Registration:
         if target.filter is not None:
             return self.get_visible_collection(user, dict(target.filter), host=host) is not None
         pk = self.decode_id(target.id)
-        return pk is not None and self.get_visible(user, pk, host=host) is not None
+        return pk is not None and self.get_visible(user, pk, host=host, whole=False) is not None
 
     # Collections ----------------------------------------------------------
 
@@ -232,7 +232,7 @@ class Registration:
             if seen is not None and key in seen:
                 obj = seen[key]
             else:
-                obj = related.get_visible(user, pk, host=host, equalised=equalised)
+                obj = related.get_visible(user, pk, host=host, equalised=equalised, whole=False)
             if obj is None:
                 return None
             lookups[name] = pk
@@ -304,7 +304,7 @@ class Registration:
         return True
 
     def get_visible(
-        self, user: Any, pk: Any, *, host: str | None = None, equalised: bool = True
+        self, user: Any, pk: Any, *, host: str | None = None, equalised: bool = True, whole: bool = True
     ) -> models.Model | None:
         """The object with ``pk`` if ``user`` may ``GET`` it through the REST API, else None.
 
@@ -317,9 +317,13 @@ class Registration:
         ``equalised=False`` reads the object in one query instead of two, for
         the relay: its verdicts answer no client's question about an id, and
         the rows it decides on exist.
+
+        ``whole=False``: the object is for the access only (an object a
+        collection's filter names), read without the queryset's
+        ``prefetch_related``; the row, the filters and the permissions are the same.
         """
         if not equalised:
-            return self._read_visible(user, pk, host=host)
+            return self._read_visible(user, pk, host=host, whole=whole)
         view = self.get_view(user, host=host)
         if not self.has_permission(view):
             return None
@@ -331,7 +335,7 @@ class Registration:
         hit = Case(When(pk=pk, then=Value(1)), default=Value(0), output_field=IntegerField())
         if visible.filter(pk=candidate).annotate(drf_live_hit=hit).values_list("drf_live_hit", flat=True).first() != 1:
             return None
-        obj = visible.filter(pk=pk).first()
+        obj = _bare(visible.filter(pk=pk), whole).first()
         if obj is None or not self.has_permission(view, obj):
             return None
         return obj
@@ -341,9 +345,7 @@ class Registration:
     ) -> dict[Any, Any]:
         """``get_visible`` of several keys for one user: ``{pk: object or None}``, in four queries.
 
-        ``whole=False``: the objects are for the access only (the objects a
-        collection's filter names), read without the queryset's
-        ``prefetch_related``; the rows, the filters and the permissions are the same.
+        ``whole``: as for ``get_visible``.
 
         Equalised as ``get_visible`` is, for a set: the viewset's rules run on as
         many existing rows as there are keys (each key's row if it exists, else
@@ -365,17 +367,16 @@ class Registration:
         passed = visible.filter(pk__in=[*existing.values(), *spare]).values_list("pk", flat=True)
         hits = [existing[key] for key in map(str, passed) if key in existing]
         if hits:
-            read = visible.filter(pk__in=hits)
-            for obj in read if whole else read.prefetch_related(None):
+            for obj in _bare(visible.filter(pk__in=hits), whole):
                 if self.has_permission(view, obj):
                     found[asked[str(obj.pk)]] = obj
         return found
 
-    def _read_visible(self, user: Any, pk: Any, *, host: str | None = None) -> models.Model | None:
+    def _read_visible(self, user: Any, pk: Any, *, host: str | None = None, whole: bool = True) -> models.Model | None:
         view = self.get_view(user, host=host)
         if not self.has_permission(view):
             return None
-        obj = view.filter_queryset(view.get_queryset()).filter(pk=pk).first()
+        obj = _bare(view.filter_queryset(view.get_queryset()).filter(pk=pk), whole).first()
         if obj is None or not self.has_permission(view, obj):
             return None
         return obj
@@ -413,6 +414,11 @@ class Registration:
         registration and of the registrations of the objects its filter names.
         """
         return None
+
+
+def _bare(queryset: Any, whole: bool) -> Any:
+    """``queryset``, or without its ``prefetch_related`` when the objects are for the access only."""
+    return queryset if whole else queryset.prefetch_related(None)
 
 
 def default_host() -> str:

@@ -308,3 +308,25 @@ async def test_what_one_user_was_let_in_to_in_a_trip_is_not_shared_with_another(
         assert (replies[name]["type"], replies[name]["payload"]) == ("ERROR", NOT_FOUND)
     for socket in sockets.values():
         assert await socket.receive_nothing(timeout=0.1)
+
+
+def test_a_single_lookup_for_the_access_only_skips_the_querysets_prefetch(domain: dict[str, Any]) -> None:
+    from api.models import Project
+
+    registration = site.get_for(Project)
+    key = registration.decode_id(str(domain["website"].pk))
+
+    for equalised in (True, False):
+        with CaptureQueriesContext(connection) as as_get:
+            whole = registration.get_visible(domain["bob"], key, equalised=equalised)
+        with CaptureQueriesContext(connection) as for_access:
+            bare = registration.get_visible(domain["bob"], key, equalised=equalised, whole=False)
+
+        assert whole is not None and bare is not None and bare.pk == whole.pk == domain["website"].pk
+        assert len(for_access) == len(as_get) - 1
+        assert "members" in whole._prefetched_objects_cache
+        assert not getattr(bare, "_prefetched_objects_cache", None)
+        assert (
+            registration.get_visible(domain["bob"], registration.decode_id(str(domain["secret"].pk)), whole=False)
+            is None
+        )
