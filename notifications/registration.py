@@ -253,7 +253,10 @@ class Registration:
         """The primary key value (for lookups) named by a wire id, or None if it names none.
 
         Hashid keys accept only their canonical hashid: a bare integer, which
-        the hashid field would otherwise take as a raw key, is refused.
+        the hashid field would otherwise take as a raw key, is refused. Their
+        key is the decoded ``Hashid`` (``str()`` gives the wire id back): a
+        lookup by it uses the integer as it is, where a lookup by the string
+        would decode it again, for every query.
         """
         if not isinstance(value, str) or not value or len(value) > 100:
             return None
@@ -263,7 +266,7 @@ class Registration:
                 hashid = field.get_hashid(value)
             except (ValueError, TypeError):
                 return None
-            return value if str(hashid) == value else None
+            return hashid if str(hashid) == value else None
         try:
             return field.to_python(value)
         except (ValidationError, ValueError, TypeError):
