@@ -44,6 +44,9 @@ from .trips import database_trip
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
+
+#: Subscribes of one socket under way at the same time, at most.
+CONCURRENT_SUBSCRIBES = 32
 CLOSE_NORMAL = 1000  # what ASGI assumes for a websocket.close without a code
 
 
@@ -118,6 +121,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.held: list[tuple[str, dict[str, Any], int | None]] | None = None
         self.rechecks = 0
         self.tasks: set[asyncio.Task[Any]] = set()
+        # The subscribes under way and their streams (None while there are none).
+        self.subscribing: dict[asyncio.Task[Any], str] | None = None
+        self.replacing = 0  # subscriptions being replaced by a subscribe of the same target
         # The metrics recorder this socket counts into, from its accept to its end (a no-op until then).
         self.recorder: metrics.Recorder = metrics.NOOP
 
@@ -339,7 +345,58 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 raise RequestError("throttled")
             if action not in {"authenticate", "ping"} and self.user is None:
                 raise RequestError("not_authenticated")
+            if method == "subscribe":
+                await self.subscribe_beside(content, request_id)
+                return
+            # Any other frame is answered after every subscribe sent before it.
+            await self.settle_subscribes()
             await getattr(self, method)(content, request_id)
+        except RequestError as exc:
+            await self.send_error(frames.error(exc.code, request_id, exc.detail, **exc.extra))
+        except Exception:
+            logger.exception("Unexpected error while handling a frame")
+            await self.send_error(frames.error("unavailable", request_id))
+
+    async def subscribe_beside(self, content: dict[str, Any], request_id: Any) -> None:
+        """Start a subscribe beside those under way on this socket, and read the next frame meanwhile.
+
+        A client subscribes to a page of objects at once, and to all it holds
+        again after a reconnect: answered together, their checks and reads
+        share trips to the database (``admit``), where one after another each
+        waits for the last. A subscribe waits for one under way of the same
+        target, and for room beyond ``CONCURRENT_SUBSCRIBES``; any other frame
+        waits for them all (``receive``).
+        """
+        data = self._validated(SubscriptionSerializer, content, {"check_access": False})
+        stream = data["target"].stream
+        while self.subscribing and (
+            stream in self.subscribing.values() or len(self.subscribing) >= CONCURRENT_SUBSCRIBES
+        ):
+            await asyncio.wait(list(self.subscribing), return_when=asyncio.FIRST_COMPLETED)
+        if self.closed:
+            return
+        task = asyncio.ensure_future(self._answer_subscribe(data, request_id))
+        self.tasks.add(task)
+        if self.subscribing is None:
+            self.subscribing = {}
+        self.subscribing[task] = stream
+        task.add_done_callback(self._subscribe_done)
+
+    def _subscribe_done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if self.subscribing is not None:
+            self.subscribing.pop(task, None)
+            if not self.subscribing:
+                self.subscribing = None
+
+    async def settle_subscribes(self) -> None:
+        """Wait until every subscribe under way on this socket is answered."""
+        while self.subscribing:
+            await asyncio.wait(list(self.subscribing))
+
+    async def _answer_subscribe(self, data: dict[str, Any], request_id: Any) -> None:
+        try:
+            await self.subscribe_validated(data, request_id)
         except RequestError as exc:
             await self.send_error(frames.error(exc.code, request_id, exc.detail, **exc.extra))
         except Exception:
@@ -452,9 +509,14 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
         # The request's shape now, without the database; the access check comes with the
         # snapshot, in one trip to the database thread, after the registration.
-        data = self._validated(SubscriptionSerializer, content, {"check_access": False})
+        await self.subscribe_validated(
+            self._validated(SubscriptionSerializer, content, {"check_access": False}), request_id
+        )
+
+    async def subscribe_validated(self, data: dict[str, Any], request_id: Any) -> None:
         target: Target = data["target"]
-        if target.stream not in self.subscriptions and len(self.subscriptions) >= int(live_settings.MAX_SUBSCRIPTIONS):
+        held = len(self.subscriptions) + self.replacing
+        if target.stream not in self.subscriptions and held >= int(live_settings.MAX_SUBSCRIPTIONS):
             raise RequestError(
                 "limit_exceeded",
                 f"A socket may hold {live_settings.MAX_SUBSCRIPTIONS} subscriptions; unsubscribe first.",
@@ -474,7 +536,12 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         resume = previous.sent if same and previous is not None and previous.epoch == data["epoch"] else None
         if previous is not None:
             self.recorder.unsubscribed(previous.target.model)
-            await self._leave(previous)
+            # Still counted against MAX_SUBSCRIPTIONS by the subscribes beside this one.
+            self.replacing += 1
+            try:
+                await self._leave(previous)
+            finally:
+                self.replacing -= 1
         subscription = Subscription(target, data["registration"], user_key(self.user))
         self.subscriptions[target.stream] = subscription
         self.recorder.subscribed(target.model)

@@ -9,8 +9,10 @@ one user has waiting together (``notifications/trips.py``, ``key`` and ``prepare
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -40,8 +42,9 @@ def gone_task_ids(project: Any, count: int) -> list[str]:
     return ids
 
 
-async def together(sends: list[tuple[Any, dict[str, Any]]]) -> None:
-    """Send each frame on its socket while the database thread is held, so that they wait for it together."""
+@contextlib.asynccontextmanager
+async def database_held() -> AsyncIterator[Any]:
+    """The database thread held until the block ends, so that trips queue meanwhile; yields their queue."""
     from notifications import trips
 
     release = threading.Event()
@@ -52,16 +55,27 @@ async def together(sends: list[tuple[Any, dict[str, Any]]]) -> None:
 
     held = asyncio.ensure_future(hold())
     await asyncio.sleep(0.05)
-    for socket, frame in sends:
-        await socket.send_json_to(frame)
-    queue = trips._queues[asyncio.get_running_loop()]
-    for _ in range(100):
-        if len(queue.calls) == len(sends):
-            break
-        await asyncio.sleep(0.02)
-    assert len(queue.calls) == len(sends)
-    release.set()
-    await held
+    try:
+        yield trips._queues[asyncio.get_running_loop()]
+    finally:
+        release.set()
+        await held
+
+
+async def together(sends: list[tuple[Any, dict[str, Any]]], queued: int | None = None) -> None:
+    """Send each frame on its socket while the database thread is held, so that they wait for it together.
+
+    ``queued``: how many of them reach the database (all, unless said).
+    """
+    expected = len(sends) if queued is None else queued
+    async with database_held() as queue:
+        for socket, frame in sends:
+            await socket.send_json_to(frame)
+        for _ in range(100):
+            if len(queue.calls) == expected:
+                break
+            await asyncio.sleep(0.02)
+        assert len(queue.calls) == expected
 
 
 def test_many_keys_are_answered_as_get_visible_answers_each(domain: dict[str, Any]) -> None:
@@ -330,3 +344,153 @@ def test_a_single_lookup_for_the_access_only_skips_the_querysets_prefetch(domain
             registration.get_visible(domain["bob"], registration.decode_id(str(domain["secret"].pk)), whole=False)
             is None
         )
+
+
+# One socket's subscribes, answered together -------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_subscribes_one_socket_sends_at_once_are_checked_together(
+    connect: Any, domain: dict[str, Any], token_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What client.js does on a reconnect: a subscribe for every target it holds, at once.
+    from channels.db import database_sync_to_async
+
+    from api.models import Task
+
+    registration = site.get_for(Task)
+    asked: list[list[str]] = []
+    many = registration.get_visible_many
+
+    def counted_many(user: Any, pks: Any, **kwargs: Any) -> Any:
+        pks = list(pks)
+        asked.append(sorted(map(str, pks)))
+        return many(user, pks, **kwargs)
+
+    monkeypatch.setattr(registration, "get_visible_many", counted_many)
+    [missing] = await database_sync_to_async(gone_task_ids)(domain["website"], 1)
+    task, hidden = domain["task"], domain["hidden"]
+    socket = await connect(token=await database_sync_to_async(token_for)(domain["bob"]))
+    frames = {
+        "task": subscribe_task(task),
+        "hidden": subscribe_task(hidden),
+        "missing": {"action": "subscribe", "model": "api.task", "id": missing},
+        "website": {"action": "subscribe", "model": "api.task", "filter": {"project": str(domain["website"].pk)}},
+    }
+
+    await together([(socket, {**frame, "request_id": name}) for name, frame in frames.items()])
+
+    replies = {}
+    for _ in frames:
+        reply = await socket.receive_json_from()
+        replies[reply["meta"]["request_id"]] = reply
+    assert replies["task"]["type"] == "SUBSCRIBED"
+    assert replies["task"]["payload"] == await rest_get(domain["bob"], task_url(task))
+    assert replies["website"]["type"] == "SUBSCRIBED"
+    for name in ("hidden", "missing"):
+        assert (replies[name]["type"], replies[name]["payload"]) == ("ERROR", NOT_FOUND)
+    assert asked == [sorted([str(task.pk), str(hidden.pk), missing])]
+    assert await socket.receive_nothing(timeout=0.1)
+
+
+@pytest.mark.asyncio
+async def test_a_frame_after_subscribes_is_answered_after_them_and_acts_on_what_they_did(
+    connect: Any, domain: dict[str, Any], token_for: Any
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from api.models import Task
+
+    task, website = domain["task"], domain["website"]
+    socket = await connect(token=await database_sync_to_async(token_for)(domain["bob"]))
+    listing = {"action": "subscribe", "model": "api.task", "filter": {"project": str(website.pk)}}
+    unsubscribe = {"action": "unsubscribe", "model": "api.task", "id": str(task.pk), "request_id": "unsubscribe"}
+
+    await together(
+        [
+            (socket, subscribe_task(task, request_id="task")),
+            (socket, {**listing, "request_id": "list"}),
+        ]
+    )
+    await socket.send_json_to(unsubscribe)
+    await socket.send_json_to({"action": "ping", "request_id": "ping"})
+
+    first_two = [await socket.receive_json_from() for _ in range(2)]
+    assert sorted(reply["meta"]["request_id"] for reply in first_two) == ["list", "task"]
+    assert all(reply["type"] == "SUBSCRIBED" for reply in first_two)
+    later = [await socket.receive_json_from() for _ in range(2)]
+    assert [(reply["type"], reply["meta"]["request_id"]) for reply in later] == [
+        ("UNSUBSCRIBED", "unsubscribe"),
+        ("PONG", "ping"),
+    ]
+    # The unsubscribe ended the task's subscription, the list's stands.
+    await database_sync_to_async(Task.objects.filter(pk=task.pk).update)(title="ignored")
+    created = await database_sync_to_async(Task.objects.create)(project=website, title="Listed")
+    event = await socket.receive_json_from()
+    assert (event["type"], event["payload"]["id"]) == ("CREATE_TASK", str(created.pk))
+    assert await socket.receive_nothing(timeout=0.2)
+
+
+@pytest.mark.asyncio
+async def test_a_subscribe_of_a_target_under_way_waits_for_it(
+    connect: Any, domain: dict[str, Any], token_for: Any
+) -> None:
+    from channels.db import database_sync_to_async
+
+    task = domain["task"]
+    socket = await connect(token=await database_sync_to_async(token_for)(domain["bob"]))
+
+    async with database_held() as queue:
+        await socket.send_json_to(subscribe_task(task, request_id=1))
+        await socket.send_json_to(subscribe_task(task, request_id=2))
+        await asyncio.sleep(0.2)
+        # Only the first is under way; the second waits for it, so the two never race.
+        assert len(queue.calls) == 1
+
+    replies = [await socket.receive_json_from() for _ in range(2)]
+    assert [(reply["type"], reply["meta"]["request_id"]) for reply in replies] == [
+        ("SUBSCRIBED", 1),
+        ("SUBSCRIBED", 2),
+    ]
+    assert await socket.receive_nothing(timeout=0.1)
+
+
+@pytest.mark.asyncio
+async def test_subscribes_under_way_together_still_keep_to_max_subscriptions(
+    connect: Any, domain: dict[str, Any], token_for: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from notifications.consumers import NotificationConsumer
+
+    settings.DRF_LIVE = {"MAX_SUBSCRIPTIONS": 2}
+    leave = NotificationConsumer._leave
+
+    async def slow_leave(self: Any, *args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.05)  # as leaving a Redis group takes a round trip
+        await leave(self, *args, **kwargs)
+
+    monkeypatch.setattr(NotificationConsumer, "_leave", slow_leave)
+    socket = await connect(token=await database_sync_to_async(token_for)(domain["alice"]))
+    names = {"task": ("api.task", domain["task"]), "project": ("api.project", domain["website"])}
+    names["user"] = ("api.user", domain["alice"])
+
+    # Subscribe to the task first, then replace it while two new targets come beside it.
+    await socket.send_json_to(subscribe_task(domain["task"], request_id="first"))
+    assert (await socket.receive_json_from())["type"] == "SUBSCRIBED"
+    await together(
+        [
+            (socket, {"action": "subscribe", "model": model, "id": str(obj.pk), "request_id": name})
+            for name, (model, obj) in names.items()
+        ],
+        queued=2,  # the one past the limit is answered at once
+    )
+
+    replies = {}
+    for _ in names:
+        reply = await socket.receive_json_from()
+        replies[reply["meta"]["request_id"]] = reply["type"] if reply["type"] != "ERROR" else reply["payload"]["code"]
+    # The task is held already (replaced, not added); one of the two new ones fits.
+    assert replies["task"] == "SUBSCRIBED"
+    assert sorted([replies["project"], replies["user"]]) == ["SUBSCRIBED", "limit_exceeded"]
+    assert await socket.receive_nothing(timeout=0.1)
