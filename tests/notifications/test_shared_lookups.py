@@ -494,3 +494,47 @@ async def test_subscribes_under_way_together_still_keep_to_max_subscriptions(
     assert replies["task"] == "SUBSCRIBED"
     assert sorted([replies["project"], replies["user"]]) == ["SUBSCRIBED", "limit_exceeded"]
     assert await socket.receive_nothing(timeout=0.1)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("release_first", [False, True])
+async def test_a_socket_that_goes_with_subscribes_under_way_leaves_nothing_behind(
+    connect: Any, domain: dict[str, Any], token_for: Any, release_first: bool
+) -> None:
+    from channels.db import database_sync_to_async
+
+    from api.models import Task
+    from notifications.hub import get_hub
+
+    tasks = [
+        await database_sync_to_async(Task.objects.create)(project=domain["website"], title=f"Page {index}")
+        for index in range(4)
+    ]
+    streams = [Target("api.task", id=str(task.pk)).stream for task in tasks]
+    socket = await connect(token=await database_sync_to_async(token_for)(domain["bob"]))
+    hub = get_hub()
+
+    async with database_held() as queue:
+        for task in tasks:
+            await socket.send_json_to(subscribe_task(task))
+        for _ in range(100):
+            if len(queue.calls) == len(tasks):
+                break
+            await asyncio.sleep(0.02)
+        assert len(queue.calls) == len(tasks)
+        # Under way: listening, registered, waiting for their checks.
+        assert all(hub.members(stream) for stream in streams)
+        if not release_first:
+            # The client goes while the checks wait for the database (whose thread the socket's
+            # end needs too: it finishes once the thread is free).
+            await socket.send_input({"type": "websocket.disconnect", "code": 1001})
+            await asyncio.sleep(0.1)
+    if release_first:
+        # The client goes as the checks are answered.
+        await socket.send_input({"type": "websocket.disconnect", "code": 1001})
+    await socket.wait(timeout=5)
+    await asyncio.sleep(0.2)
+
+    for stream in streams:
+        assert hub.members(stream) == set()
+        assert not [key for key, count in hub.registered.items() if key[0] == stream and count > 0]
