@@ -44,10 +44,10 @@ from .trips import database_trip
 logger = logging.getLogger("notifications.consumers")
 
 CLOSE_NOT_AUTHENTICATED = CloseCode.NOT_AUTHENTICATED
+CLOSE_NORMAL = 1000  # what ASGI assumes for a websocket.close without a code
 
 #: Subscribes of one socket under way at the same time, at most.
 CONCURRENT_SUBSCRIBES = 32
-CLOSE_NORMAL = 1000  # what ASGI assumes for a websocket.close without a code
 
 
 def _same_user(consumer: NotificationConsumer, *args: Any, **kwargs: Any) -> Any:
@@ -345,19 +345,22 @@ class NotificationConsumer(AsyncWebsocketConsumer):
                 raise RequestError("throttled")
             if action not in {"authenticate", "ping"} and self.user is None:
                 raise RequestError("not_authenticated")
-            if method == "subscribe":
-                await self.subscribe_beside(content, request_id)
-                return
-            # Any other frame is answered after every subscribe sent before it.
-            await self.settle_subscribes()
+            if method != "subscribe":
+                # Any other frame is answered after every subscribe sent before it.
+                await self.settle_subscribes()
             await getattr(self, method)(content, request_id)
-        except RequestError as exc:
+        except Exception as exc:
+            await self.failed(exc, request_id)
+
+    async def failed(self, exc: Exception, request_id: Any) -> None:
+        """The error reply to a request that raised ``exc``: its code, or ``unavailable`` (logged)."""
+        if isinstance(exc, RequestError):
             await self.send_error(frames.error(exc.code, request_id, exc.detail, **exc.extra))
-        except Exception:
-            logger.exception("Unexpected error while handling a frame")
+        else:
+            logger.error("Unexpected error while handling a frame", exc_info=exc)
             await self.send_error(frames.error("unavailable", request_id))
 
-    async def subscribe_beside(self, content: dict[str, Any], request_id: Any) -> None:
+    async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
         """Start a subscribe beside those under way on this socket, and read the next frame meanwhile.
 
         A client subscribes to a page of objects at once, and to all it holds
@@ -367,7 +370,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         target, and for room beyond ``CONCURRENT_SUBSCRIBES``; any other frame
         waits for them all (``receive``).
         """
-        data = self._validated(SubscriptionSerializer, content, {"check_access": False})
+        data = self._validated(SubscriptionSerializer, content, {"check_access": False})  # no database
         stream = data["target"].stream
         while self.subscribing and (
             stream in self.subscribing.values() or len(self.subscribing) >= CONCURRENT_SUBSCRIBES
@@ -397,11 +400,8 @@ class NotificationConsumer(AsyncWebsocketConsumer):
     async def _answer_subscribe(self, data: dict[str, Any], request_id: Any) -> None:
         try:
             await self.subscribe_validated(data, request_id)
-        except RequestError as exc:
-            await self.send_error(frames.error(exc.code, request_id, exc.detail, **exc.extra))
-        except Exception:
-            logger.exception("Unexpected error while handling a frame")
-            await self.send_error(frames.error("unavailable", request_id))
+        except Exception as exc:
+            await self.failed(exc, request_id)
 
     async def send_error(self, frame: frames.Frame) -> None:
         # A client that keeps making errors is flooding: close it.
@@ -506,14 +506,9 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         else:
             await self.shutdown(CLOSE_NOT_AUTHENTICATED)
 
-    async def subscribe(self, content: dict[str, Any], request_id: Any) -> None:
-        # The request's shape now, without the database; the access check comes with the
-        # snapshot, in one trip to the database thread, after the registration.
-        await self.subscribe_validated(
-            self._validated(SubscriptionSerializer, content, {"check_access": False}), request_id
-        )
-
     async def subscribe_validated(self, data: dict[str, Any], request_id: Any) -> None:
+        # The request's shape was checked without the database; the access check comes with
+        # the snapshot, in one trip to the database thread, after the registration.
         target: Target = data["target"]
         held = len(self.subscriptions) + self.replacing
         if target.stream not in self.subscriptions and held >= int(live_settings.MAX_SUBSCRIPTIONS):

@@ -67,15 +67,19 @@ async def together(sends: list[tuple[Any, dict[str, Any]]], queued: int | None =
 
     ``queued``: how many of them reach the database (all, unless said).
     """
-    expected = len(sends) if queued is None else queued
     async with database_held() as queue:
         for socket, frame in sends:
             await socket.send_json_to(frame)
-        for _ in range(100):
-            if len(queue.calls) == expected:
-                break
-            await asyncio.sleep(0.02)
-        assert len(queue.calls) == expected
+        await until_queued(queue, len(sends) if queued is None else queued)
+
+
+async def until_queued(queue: Any, count: int) -> None:
+    """Wait until ``count`` calls wait for the held database thread (at most 2 s)."""
+    for _ in range(100):
+        if len(queue.calls) == count:
+            break
+        await asyncio.sleep(0.02)
+    assert len(queue.calls) == count
 
 
 def test_many_keys_are_answered_as_get_visible_answers_each(domain: dict[str, Any]) -> None:
@@ -517,11 +521,7 @@ async def test_a_socket_that_goes_with_subscribes_under_way_leaves_nothing_behin
     async with database_held() as queue:
         for task in tasks:
             await socket.send_json_to(subscribe_task(task))
-        for _ in range(100):
-            if len(queue.calls) == len(tasks):
-                break
-            await asyncio.sleep(0.02)
-        assert len(queue.calls) == len(tasks)
+        await until_queued(queue, len(tasks))
         # Under way: listening, registered, waiting for their checks.
         assert all(hub.members(stream) for stream in streams)
         if not release_first:
