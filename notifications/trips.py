@@ -55,7 +55,7 @@ LIFO_AFTER = 1.0
 
 
 class _Call:
-    __slots__ = ("args", "context", "func", "future", "key", "kwargs", "prepare", "queued_at")
+    __slots__ = ("args", "context", "func", "future", "key", "kwargs", "prepare", "queued_at", "taken")
 
     def __init__(
         self,
@@ -73,12 +73,39 @@ class _Call:
         self.context = contextvars.copy_context()
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.queued_at = time.monotonic()
+        self.taken = False  # in a trip already (taken with a call of the same key, before its turn)
 
 
 class _Queue:
     def __init__(self) -> None:
         self.calls: deque[_Call] = deque()
+        # The calls with a key, by function and key: a trip takes a call's companions from
+        # here without a scan of the queue (they stay in ``calls``, marked taken).
+        self.keyed: dict[tuple[Callable[..., Any], Any], deque[_Call]] = {}
         self.drainer: asyncio.Task[None] | None = None
+
+    def append(self, queued: _Call) -> None:
+        self.calls.append(queued)
+        if queued.key is not None:
+            self.keyed.setdefault((queued.func, queued.key), deque()).append(queued)
+
+    def companions(self, queued: _Call, room: int) -> list[_Call]:
+        """Up to ``room`` waiting calls with ``queued``'s function and key, oldest first, taken."""
+        group = (queued.func, queued.key)
+        waiting = self.keyed.get(group)
+        taken: list[_Call] = []
+        while waiting:
+            other = waiting[0]
+            if other.taken or other.future.done():
+                waiting.popleft()  # gone already (``queued`` itself, among them): forgotten here too
+            elif len(taken) < room:
+                other.taken = True
+                taken.append(waiting.popleft())
+            else:
+                break
+        if not waiting:
+            self.keyed.pop(group, None)
+        return taken
 
 
 _queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
@@ -111,7 +138,7 @@ def _sharing(
         if queue is None:
             queue = _queues[loop] = _Queue()
         queued = _Call(func, args, kwargs, key(*args, **kwargs) if key is not None else None, prepare)
-        queue.calls.append(queued)
+        queue.append(queued)
         if queue.drainer is None or queue.drainer.done():
             queue.drainer = loop.create_task(_drain(queue))
         return await queued.future
@@ -122,14 +149,22 @@ def _sharing(
 async def _drain(queue: _Queue) -> None:
     loop = asyncio.get_running_loop()
     while queue.calls:
+        while queue.calls and queue.calls[0].taken:
+            queue.calls.popleft()  # went with a companion: its age is not the queue's
+        if not queue.calls:
+            break
         batch: list[_Call] = []
         newest_first = time.monotonic() - queue.calls[0].queued_at >= LIFO_AFTER
         while queue.calls and len(batch) < BATCH:
             queued = queue.calls.pop() if newest_first else queue.calls.popleft()
-            if not queued.future.done():  # a caller that gave up (cancelled) is skipped
+            if queued.taken:
+                continue  # went with a companion
+            queued.taken = True
+            live = not queued.future.done()  # a caller that gave up (cancelled) is skipped
+            if live:
                 batch.append(queued)
-                if queued.key is not None:
-                    batch.extend(_companions(queue, queued, BATCH - len(batch)))
+            if queued.key is not None:
+                batch.extend(queue.companions(queued, BATCH - len(batch) if live else 0))
         if not batch:
             continue
         try:
@@ -141,17 +176,6 @@ async def _drain(queue: _Queue) -> None:
                     queued.future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-
-
-def _companions(queue: _Queue, queued: _Call, room: int) -> list[_Call]:
-    """Take from the queue, in their order, up to ``room`` waiting calls with ``queued``'s key."""
-    if room <= 0:
-        return []
-    taken = [other for other in queue.calls if other.key == queued.key and other.func is queued.func][:room]
-    if taken:
-        chosen = set(map(id, taken))
-        queue.calls = deque(other for other in queue.calls if id(other) not in chosen)
-    return [other for other in taken if not other.future.done()]
 
 
 def _prepared(batch: list[_Call]) -> dict[Callable[..., Any], Any]:

@@ -204,3 +204,27 @@ async def test_calls_whose_prepare_raised_are_still_answered_each_on_its_own(cap
     assert trips == [["boom", "bonus"]]
     assert results == [("boom", None), ("bonus", None)]
     assert "Could not prepare 2 calls" in caplog.text
+
+
+async def test_a_drained_queue_keeps_no_call_of_any_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Calls taken with a companion, taken in their own turn, and given up on: none stays behind
+    # (each holds its caller's arguments: a socket, for a subscribe).
+    from notifications import trips as trips_module
+
+    monkeypatch.setattr(trips_module, "BATCH", 3)
+    keyed, trips, release = grouping()
+
+    under_way = asyncio.ensure_future(keyed("hold"))
+    await asyncio.sleep(0.05)
+    calls = [asyncio.ensure_future(keyed(value)) for value in ["a1", "b1", "a2", "a3", "b2", "a4", "c1"]]
+    await asyncio.sleep(0)
+    calls[3].cancel()  # a3 gives up
+    release.set()
+
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    await under_way
+    queue = trips_module._queues[asyncio.get_running_loop()]
+    assert [result[0] for result in results if isinstance(result, tuple)] == ["a1", "b1", "a2", "b2", "a4", "c1"]
+    assert trips == [["hold"], ["a1", "a2", "a4"], ["b1", "b2", "c1"]]
+    assert not queue.calls
+    assert queue.keyed == {}
